@@ -1,0 +1,495 @@
+"""The mock's WSGI application: routing, auth, validation, faults, paced streaming."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hmac
+import itertools
+import json
+import random
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator
+
+import gevent
+from gevent.socket import wait_read
+from pydantic import ValidationError
+
+from . import metrics, wire
+from .config import MockConfig
+from .engine import Engine, Slot, format_reset
+from .faults import FaultError, FaultPicker
+from .planner import Plan, Planner
+from .schema import ChatRequest, CompletionRequest
+from .textgen import TextSource
+
+SOCKET_KEY = "tokenstorm.socket"
+MAX_COALESCE = 32  # chunks already due are written together, up to this many per write
+HTTP_FAULTS = {
+    "http_429": (429, "Rate limit reached (injected by the mock).", "requests", "rate_limit_exceeded"),
+    "http_500": (500, "The server had an error while processing your request (injected by the mock).",
+                 "server_error", "internal_error"),
+    "http_503": (503, "The server is overloaded or not ready yet (injected by the mock).",
+                 "server_error", "service_unavailable"),
+}
+STATUS_TEXT = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 404: "404 Not Found",
+               405: "405 Method Not Allowed", 413: "413 Payload Too Large", 429: "429 Too Many Requests",
+               500: "500 Internal Server Error", 503: "503 Service Unavailable"}
+
+
+class ClientGone(Exception):
+    """The client closed its connection while the mock was waiting."""
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Reject(Exception):
+    """An error response decided while handling a request."""
+
+    def __init__(self, status: int, message: str, type_: str, code: str | None = None,
+                 param: str | None = None, headers: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+        self.headers = headers or []
+
+
+def _abort_connection(sock: socket.socket | None, reset: bool) -> None:
+    """End the response without its terminator; with reset, the close sends a TCP RST."""
+    if reset and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    # pywsgi treats ECONNRESET as a vanished client: it closes the socket, logs nothing.
+    raise OSError(errno.ECONNRESET, "mock aborted the connection")
+
+
+def sleep_until(deadline: float) -> None:
+    """Sleep to an absolute monotonic deadline; re-checks because libev's loop clock is cached."""
+    while True:
+        delay = deadline - time.monotonic()
+        if delay <= 0:
+            return
+        gevent.sleep(delay)
+
+
+def sleep_watching(deadline: float, sock: socket.socket | None) -> None:
+    """sleep_until that raises ClientGone as soon as the client hangs up (frees its slot at once)."""
+    if sock is None:
+        return sleep_until(deadline)
+    while True:
+        delay = deadline - time.monotonic()
+        if delay <= 0:
+            return
+        try:
+            wait_read(sock.fileno(), timeout=delay, timeout_exc=_Timeout)
+        except _Timeout:
+            continue
+        try:
+            peek = sock.recv(1, socket.MSG_PEEK)
+        except OSError:
+            raise ClientGone() from None
+        if not peek:
+            raise ClientGone()
+        return sleep_until(deadline)  # the client pipelined a request: cannot watch, just wait
+
+
+class MockApp:
+    def __init__(self, config: MockConfig, worker_index: int = 0, max_num_seqs: int | None = None):
+        self.config = config
+        self.worker_index = worker_index
+        seed = config.seed * 1000 + worker_index
+        share = config.capacity.max_num_seqs if max_num_seqs is None else max_num_seqs
+        self.engine = Engine(config, share, seed)
+        self.faults = FaultPicker(config.faults, seed)
+        self.text = TextSource(config.output.language, config.seed)
+        self.planner = Planner(config, self.text)
+        self._keys = [k.encode() for k in config.auth.api_keys]
+        self._counter = itertools.count()
+        self.routes: dict[str, tuple[str, Callable]] = {
+            "/v1/chat/completions": ("POST", self.chat_completions),
+            "/v1/completions": ("POST", self.completions),
+            "/v1/models": ("GET", self.list_models),
+            "/health": ("GET", self.health),
+            "/metrics": ("GET", self.prometheus),
+        }
+
+    # -- plumbing ----------------------------------------------------------------------
+    def __call__(self, environ: dict, start_response: Callable) -> Iterator[bytes] | list[bytes]:
+        t0 = time.monotonic()
+        path = environ.get("PATH_INFO", "/")
+        method = environ.get("REQUEST_METHOD", "GET")
+        request_id = wire.new_id("req_")
+        route = self.routes.get(path.rstrip("/") or "/")
+        handler: Callable | None = None
+        endpoint = path
+        if route is None and path.startswith("/v1/models/"):
+            route = ("GET", self.retrieve_model)
+            endpoint = "/v1/models/{id}"
+        try:
+            if route is None:
+                endpoint = "unknown"
+                raise _Reject(404, f"Invalid URL ({method} {path})", "invalid_request_error", "unknown_url")
+            allowed, handler = route
+            if method != allowed:
+                raise _Reject(405, f"Method {method} is not allowed on {path}; use {allowed}",
+                              "invalid_request_error", "method_not_allowed", headers=[("Allow", allowed)])
+            if path.startswith("/v1/"):
+                self._check_auth(environ)
+            return handler(environ, start_response, t0, request_id)
+        except _Reject as rej:
+            return self._error(start_response, rej, request_id, endpoint)
+
+    def _respond(self, start_response: Callable, status: int, body: bytes, request_id: str, endpoint: str,
+                 content_type: str = "application/json", headers: list[tuple[str, str]] | None = None) -> list[bytes]:
+        metrics.REQUESTS.labels(endpoint, str(status)).inc()
+        start_response(STATUS_TEXT.get(status, str(status)),
+                       [("Content-Type", content_type), ("x-request-id", request_id)] + (headers or []))
+        return [body]
+
+    def _error(self, start_response: Callable, rej: _Reject, request_id: str, endpoint: str) -> list[bytes]:
+        body = wire.error_body(rej.message, rej.type, rej.code, rej.param)
+        return self._respond(start_response, rej.status, body, request_id, endpoint, headers=rej.headers)
+
+    def _check_auth(self, environ: dict) -> None:
+        if not self.config.auth.enabled:
+            return
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise _Reject(401, "You didn't provide an API key. Send it in the Authorization header "
+                          "as 'Bearer YOUR_KEY'.", "invalid_request_error", "missing_api_key")
+        given = key.strip().encode()
+        ok = False
+        for known in self._keys:  # compare with every key, no early exit: constant time
+            ok |= hmac.compare_digest(given, known)
+        if not ok:
+            raise _Reject(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+
+    def _read_json(self, environ: dict) -> dict:
+        limit = self.config.limits.max_body_bytes
+        length = environ.get("CONTENT_LENGTH") or ""
+        stream = environ["wsgi.input"]
+        if length:
+            if not length.isdigit():
+                raise _Reject(400, f"Content-Length {length!r} is not a number", "invalid_request_error")
+            if int(length) > limit:
+                raise _Reject(413, f"Request body of {int(length)} bytes is over the limit of {limit} bytes",
+                              "invalid_request_error", "request_too_large")
+            raw = stream.read(int(length))
+        else:
+            raw = stream.read(limit + 1)
+            if len(raw) > limit:
+                raise _Reject(413, f"Request body is over the limit of {limit} bytes",
+                              "invalid_request_error", "request_too_large")
+        if not raw:
+            raise _Reject(400, "The request body is empty; send a JSON object", "invalid_request_error")
+        try:
+            body = json.loads(raw)
+        except UnicodeDecodeError:
+            raise _Reject(400, "The request body is not valid UTF-8", "invalid_request_error") from None
+        except json.JSONDecodeError as exc:
+            raise _Reject(400, f"We could not parse the JSON body of your request: {exc.msg} at line "
+                          f"{exc.lineno} column {exc.colno}", "invalid_request_error") from None
+        if not isinstance(body, dict):
+            raise _Reject(400, f"The request body must be a JSON object, not {type(body).__name__}",
+                          "invalid_request_error")
+        return body
+
+    def _validate(self, model_cls: type, body: dict) -> ChatRequest | CompletionRequest:
+        try:
+            request = model_cls.model_validate(body)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            param = ".".join(str(p) for p in err["loc"]) or None
+            msg = err["msg"].removeprefix("Value error, ")
+            more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
+            where = f"{param}: " if param else ""
+            raise _Reject(400, f"Invalid request: {where}{msg}{more}", "invalid_request_error",
+                          "invalid_value", param) from None
+        if self.config.model_spec(request.model) is None:
+            raise _Reject(404, f"The model `{request.model}` does not exist or you do not have access to it.",
+                          "invalid_request_error", "model_not_found", "model")
+        return request
+
+    # -- simple endpoints --------------------------------------------------------------
+    def _model_entry(self, model_id: str, owned_by: str) -> dict:
+        return {"id": model_id, "object": "model", "created": 1_700_000_000, "owned_by": owned_by}
+
+    def list_models(self, environ, start_response, t0, request_id):
+        data = [self._model_entry(m.id, m.owned_by) for m in self.config.models]
+        body = json.dumps({"object": "list", "data": data}).encode()
+        return self._respond(start_response, 200, body, request_id, "/v1/models")
+
+    def retrieve_model(self, environ, start_response, t0, request_id):
+        model_id = environ["PATH_INFO"][len("/v1/models/"):]
+        spec = self.config.model_spec(model_id)
+        if spec is None:
+            raise _Reject(404, f"The model `{model_id}` does not exist or you do not have access to it.",
+                          "invalid_request_error", "model_not_found", "model")
+        body = json.dumps(self._model_entry(spec.id, spec.owned_by)).encode()
+        return self._respond(start_response, 200, body, request_id, "/v1/models/{id}")
+
+    def health(self, environ, start_response, t0, request_id):
+        body = json.dumps({"status": "ok", "worker": self.worker_index, "running": self.engine.running,
+                           "queued": len(self.engine.waiting)}).encode()
+        return self._respond(start_response, 200, body, request_id, "/health")
+
+    def prometheus(self, environ, start_response, t0, request_id):
+        body, content_type = metrics.render()
+        return self._respond(start_response, 200, body, request_id, "/metrics", content_type)
+
+    # -- generation --------------------------------------------------------------------
+    def chat_completions(self, environ, start_response, t0, request_id):
+        return self._generate(environ, start_response, t0, request_id, ChatRequest, "/v1/chat/completions")
+
+    def completions(self, environ, start_response, t0, request_id):
+        return self._generate(environ, start_response, t0, request_id, CompletionRequest, "/v1/completions")
+
+    def _generate(self, environ, start_response, t0, request_id, model_cls, endpoint):
+        request = self._validate(model_cls, self._read_json(environ))
+        try:
+            fault, fault_after = self.faults.pick(environ, self.engine.uptime_s())
+        except FaultError as exc:
+            raise _Reject(400, str(exc), "invalid_request_error", "invalid_fault") from None
+        if fault:
+            metrics.FAULTS.labels(fault).inc()
+        if fault in HTTP_FAULTS:
+            status, message, type_, code = HTTP_FAULTS[fault]
+            headers = _retry_headers(self.config.faults.retry_after_s) if status == 429 else []
+            raise _Reject(status, message, type_, code, headers=headers)
+        prompt_tokens = request.prompt_tokens()
+        limiter = self.engine.limiter
+        extra_headers: list[tuple[str, str]] = []
+        if limiter.enabled:
+            wait = limiter.take(prompt_tokens + (request.token_limit() or self.config.output.mean_tokens))
+            extra_headers = limiter.headers()
+            if wait:
+                metrics.REJECTED.labels("rate_limit").inc()
+                raise _Reject(429, f"Rate limit reached for {request.model}; try again in {format_reset(wait)}.",
+                              "requests", "rate_limit_exceeded", headers=_retry_headers(wait) + extra_headers)
+        slot = self.engine.request_slot()
+        if slot is None:
+            metrics.REJECTED.labels("queue_full").inc()
+            wait = self.engine.estimated_wait_s()
+            raise _Reject(429, f"The server's queue is full ({self.engine.max_queue} waiting); "
+                          f"retry in {format_reset(wait)}.", "rate_limit_error", "queue_full",
+                          headers=_retry_headers(wait))
+        metrics.PROMPT_TOKENS.inc(prompt_tokens)
+        seed = request.seed if request.seed is not None else f"{self.worker_index}:{next(self._counter)}"
+        rng = random.Random(f"{self.config.seed}:{seed}")
+        plan = self.planner.plan(request, rng)
+        ctx = _Context(self, environ, request, plan, slot, t0, request_id, prompt_tokens, fault, fault_after)
+        headers = [("x-request-id", request_id)] + extra_headers
+        if not request.stream:
+            return ctx.respond(start_response, headers, endpoint)
+        write = start_response("200 OK", [("Content-Type", "text/event-stream; charset=utf-8"),
+                                          ("Cache-Control", "no-cache")] + headers)
+        metrics.REQUESTS.labels(endpoint, "200").inc()
+        try:
+            write(b"")  # send the headers now, before the queue and the prefill
+        except OSError:
+            ctx.release(disconnected=True)
+            raise
+        return ctx.stream()
+
+
+def _retry_headers(seconds: float) -> list[tuple[str, str]]:
+    return [("retry-after-ms", str(max(1, round(seconds * 1000)))),
+            ("retry-after", str(max(1, round(seconds + 0.4999))))]
+
+
+class _Context:
+    """One generation request in flight: its plan, slot, fault and timing."""
+
+    def __init__(self, app: MockApp, environ: dict, request, plan: Plan, slot: Slot, t0: float,
+                 request_id: str, prompt_tokens: int, fault: str | None, fault_after: int):
+        self.app, self.engine = app, app.engine
+        self.request, self.plan, self.slot, self.t0 = request, plan, slot, t0
+        self.prompt_tokens = prompt_tokens
+        self.fault, self.fault_after = fault, fault_after
+        self.sock = environ.get(SOCKET_KEY)
+        self.chat = isinstance(request, ChatRequest)
+        self.response_id = wire.new_id("chatcmpl-" if self.chat else "cmpl-")
+        self.created = int(time.time())
+        self.slot_at = t0
+        self.tokens_sent = 0
+
+    def _usage(self) -> dict:
+        return wire.usage_dict(self.prompt_tokens, self.plan.completion_tokens, self.plan.reasoning_tokens)
+
+    def _first_token_deadline(self) -> float:
+        """Wait for a slot if queued; the first token is due a prefill after request start or slot."""
+        queued = not self.slot.granted
+        self.engine.wait(self.slot)
+        self.slot_at = time.monotonic() if queued else self.t0
+        return self.slot_at + self.engine.prefill_s(self.prompt_tokens)
+
+    def release(self, disconnected: bool = False) -> None:
+        held = time.monotonic() - self.slot_at if self.slot.granted else None
+        self.engine.release(self.slot, held)
+        metrics.OUTPUT_TOKENS.inc(self.tokens_sent)
+        if disconnected:
+            metrics.DISCONNECTS.inc()
+
+    def _token_chunks(self, chunks: wire.Chunks) -> Iterator[bytes | None]:
+        """One item per output token: the chunk to write at its deadline, or None (sent later)."""
+        plan = self.plan
+        if plan.reasoning:
+            for delta in self.app.text.delta_json(plan.reasoning):
+                yield None if delta is None else (chunks.reasoning(delta) if self.chat else chunks.content(delta))
+        if plan.content:
+            for delta in self.app.text.delta_json(plan.content):
+                yield None if delta is None else chunks.content(delta)
+        for index, call in enumerate(plan.calls):
+            for _ in range(call.name_tokens - 1):
+                yield None
+            if plan.legacy_function:
+                yield chunks.function_call_start(call.name)
+                for piece in call.pieces:
+                    yield chunks.function_call_arguments(piece)
+            else:
+                yield chunks.tool_call_start(index, call.id, call.name)
+                for piece in call.pieces:
+                    yield chunks.tool_call_arguments(index, piece)
+
+    # -- streaming -----------------------------------------------------------------------
+    def stream(self) -> Iterator[bytes]:
+        """The SSE body; each token leaves at its absolute deadline, its lateness is recorded."""
+        chunks = wire.Chunks(self.response_id, self.created, self.request.model, self.request.include_usage,
+                             self.chat)
+        fault, lag, n_chunks = self.fault, metrics.LagCounter(), 0
+        client_left = True  # until the generator reaches an end of its own
+        try:
+            if fault == "stall":  # the headers went out already; now silence
+                sleep_watching(time.monotonic() + self.app.config.faults.stall_s, self.sock)
+                client_left = False
+                _abort_connection(self.sock, reset=False)
+            if self.chat:
+                yield chunks.role()  # right away: TTFB is not TTFT
+            deadline = self._first_token_deadline()
+            sleep_watching(deadline, self.sock)
+            slow = self.app.config.faults.slow_factor if fault == "slow" else 1.0
+            step = self.engine.constant_itl_s(slow)
+            midstream = fault in ("error_event", "truncate", "disconnect")
+            cut = self.fault_after if midstream or fault == "malformed" else -1
+            if cut == 0 and fault == "malformed":
+                yield chunks.malformed()
+            pending: list[bytes] = []
+            first = True
+            for chunk in self._token_chunks(chunks):
+                if first:
+                    first = False
+                else:
+                    deadline += step if step is not None else self.engine.itl_s(slow)
+                if midstream and self.tokens_sent == cut:
+                    break
+                self.tokens_sent += 1
+                if chunk is None:  # held back (partial UTF-8, multi-token name): goes with a later token
+                    continue
+                now = time.monotonic()
+                if deadline > now:
+                    if pending:
+                        yield b"".join(pending)
+                        pending.clear()
+                    sleep_until(deadline)
+                    now = time.monotonic()
+                lag.add(now - deadline)
+                pending.append(chunk)
+                n_chunks += 1
+                if self.tokens_sent == cut:
+                    pending.append(chunks.malformed())
+                if len(pending) >= MAX_COALESCE:
+                    yield b"".join(pending)
+                    pending.clear()
+            client_left = False
+            if midstream:  # after `cut` tokens, or at the end of a shorter answer
+                if fault == "error_event":
+                    pending.append(wire.error_event("The server had an error while generating "
+                                                    "(injected by the mock)."))
+                if pending:
+                    yield b"".join(pending)
+                if fault == "disconnect":
+                    _abort_connection(self.sock, reset=True)
+                return  # error_event, truncate: the HTTP response ends without finish_reason or [DONE]
+            pending.append(chunks.finish(self.plan.finish_reason))
+            if self.request.include_usage:
+                pending.append(chunks.usage(self._usage()))
+            pending.append(wire.DONE)
+            client_left = True
+            yield b"".join(pending)
+            client_left = False
+        except ClientGone:
+            raise OSError(errno.ECONNRESET, "client went away") from None
+        finally:
+            self.release(disconnected=client_left)
+            lag.flush()
+            metrics.CHUNKS.inc(n_chunks)
+
+    # -- non-streaming -------------------------------------------------------------------
+    def respond(self, start_response, headers: list[tuple[str, str]], endpoint: str) -> list[bytes]:
+        fault = self.fault
+        try:
+            deadline = self._first_token_deadline()
+            n = self.plan.completion_tokens
+            slow = self.app.config.faults.slow_factor if fault == "slow" else 1.0
+            step = self.engine.constant_itl_s(slow)
+            for _ in range(max(0, n - 1)):
+                deadline += step if step is not None else self.engine.itl_s(slow)
+            if fault == "stall":
+                deadline = time.monotonic() + self.app.config.faults.stall_s
+            sleep_watching(deadline, self.sock)
+        except ClientGone:
+            self.release(disconnected=True)
+            raise OSError(errno.ECONNRESET, "client went away") from None
+        if fault in ("stall", "disconnect"):
+            self.release()
+            _abort_connection(self.sock, reset=fault == "disconnect")
+        self.tokens_sent = self.plan.completion_tokens
+        self.release()
+        if fault == "error_event":
+            body = wire.error_body("The server had an error while generating (injected by the mock).",
+                                   "server_error", "internal_error")
+            metrics.REQUESTS.labels(endpoint, "500").inc()
+            start_response(STATUS_TEXT[500], [("Content-Type", "application/json")] + headers)
+            return [body]
+        body = self._body()
+        if fault == "malformed":
+            body = body[: len(body) // 2]
+        metrics.REQUESTS.labels(endpoint, "200").inc()
+        if fault == "truncate":  # promise the full length, send half, close
+            start_response("200 OK", [("Content-Type", "application/json"),
+                                      ("Content-Length", str(len(body)))] + headers)
+            return _truncated(body, self.sock)
+        start_response("200 OK", [("Content-Type", "application/json")] + headers)
+        return [body]
+
+    def _body(self) -> bytes:
+        plan, text = self.plan, self.app.text
+        content = text.text(plan.content) if plan.content else None
+        if self.chat:
+            message: dict = {"role": "assistant", "content": content}
+            if plan.reasoning:
+                message["reasoning_content"] = text.text(plan.reasoning)
+            if plan.calls and plan.legacy_function:
+                call = plan.calls[0]
+                message["function_call"] = {"name": call.name, "arguments": call.arguments}
+            elif plan.calls:
+                message["tool_calls"] = [{"id": c.id, "type": "function",
+                                          "function": {"name": c.name, "arguments": c.arguments}}
+                                         for c in plan.calls]
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": plan.finish_reason}
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": content or "", "logprobs": None, "finish_reason": plan.finish_reason}
+            obj = "text_completion"
+        return json.dumps({"id": self.response_id, "object": obj, "created": self.created,
+                           "model": self.request.model, "system_fingerprint": wire.SYSTEM_FINGERPRINT,
+                           "choices": [choice], "usage": self._usage()}, ensure_ascii=False).encode()
+
+
+def _truncated(body: bytes, sock) -> Iterator[bytes]:
+    yield body[: len(body) // 2]
+    _abort_connection(sock, reset=False)

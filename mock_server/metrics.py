@@ -1,0 +1,92 @@
+"""Prometheus metrics of the mock, served at GET /metrics.
+
+With `--workers N` the CLI sets PROMETHEUS_MULTIPROC_DIR before this module is imported, so
+every worker writes its values to shared files and any worker's /metrics shows the sum.
+
+The schedule lag of every chunk (how late it left against its absolute deadline) is what
+proves the mock was not the bottleneck of a measurement. Observing a Prometheus histogram
+per chunk costs several microseconds (two locked increments, more in multiprocess mode),
+so each stream counts its lags locally and adds them to the histogram once, at its end.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LAG_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05,
+               0.1, 0.25, 0.5, 1.0, 2.5, float("inf"))
+
+REQUESTS = Counter("mock_requests_total", "Requests answered, by endpoint and HTTP status",
+                   ["endpoint", "status"])
+OUTPUT_TOKENS = Counter("mock_output_tokens_total", "Output tokens sent (content, reasoning, tools)")
+PROMPT_TOKENS = Counter("mock_prompt_tokens_total", "Prompt tokens received")
+CHUNKS = Counter("mock_chunks_total", "SSE data events written in streams")
+RUNNING = Gauge("mock_running_streams", "Requests holding a running slot", multiprocess_mode="livesum")
+QUEUED = Gauge("mock_queued_requests", "Requests waiting for a slot", multiprocess_mode="livesum")
+QUEUE_WAIT = Histogram("mock_queue_wait_seconds", "Time requests waited for a slot",
+                       buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, float("inf")))
+TOKEN_LAG = Histogram("mock_token_lag_seconds",
+                      "How late each output chunk was written against its absolute deadline",
+                      buckets=LAG_BUCKETS)
+TOKEN_LAG_MAX = Gauge("mock_token_lag_max_seconds", "Largest chunk lag since start",
+                      multiprocess_mode="max")
+FAULTS = Counter("mock_faults_injected_total", "Faults injected, by name", ["fault"])
+DISCONNECTS = Counter("mock_client_disconnects_total", "Streams whose client went away mid-response")
+REJECTED = Counter("mock_rejected_total", "Requests refused for capacity or rate limits", ["reason"])
+
+_BOUNDS = [b for b in LAG_BUCKETS if b != float("inf")]
+_lag_max = 0.0
+
+
+class LagCounter:
+    """Per-stream lag tally, added to TOKEN_LAG in one go by flush()."""
+
+    __slots__ = ("counts", "largest", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(LAG_BUCKETS)
+        self.total = 0.0
+        self.largest = 0.0
+
+    def add(self, lag: float) -> None:
+        if lag < 0.0:
+            lag = 0.0
+        self.counts[bisect.bisect_left(_BOUNDS, lag)] += 1
+        self.total += lag
+        if lag > self.largest:
+            self.largest = lag
+
+    def flush(self) -> None:
+        global _lag_max
+        # prometheus_client has no batch observe; these are its per-bucket (non-cumulative)
+        # values, the same objects observe() increments.
+        for bucket, count in zip(TOKEN_LAG._buckets, self.counts, strict=False):
+            if count:
+                bucket.inc(count)
+        if self.total:
+            TOKEN_LAG._sum.inc(self.total)
+        if self.largest > _lag_max:
+            _lag_max = self.largest
+            TOKEN_LAG_MAX.set(_lag_max)
+        self.counts = [0] * len(LAG_BUCKETS)
+        self.total = 0.0
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

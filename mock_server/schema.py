@@ -1,0 +1,129 @@
+"""Request bodies the mock accepts, validated strictly (a string where a number belongs is a 400)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tokenstorm.tokenizer import count_tokens_cached
+
+
+class _Body(BaseModel):
+    # Clients send many fields the mock does not use; accept them, check the ones it does.
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class StreamOptions(_Body):
+    include_usage: bool = False
+
+
+class ContentPart(_Body):
+    type: str
+    text: str | None = None
+
+
+class Message(_Body):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        if self.content:
+            return "".join(part.text or "" for part in self.content)
+        return ""
+
+
+class FunctionDef(_Body):
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Body):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Body):
+    name: str
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class _Generation(_Body):
+    model: str = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int = Field(1, ge=1, le=1, description="the mock answers one choice per request")
+    seed: int | None = None
+    ignore_eos: bool = False
+    min_tokens: int = Field(0, ge=0)
+    stop: str | list[str] | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> _Generation:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
+
+
+class ChatRequest(_Generation):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[FunctionDef] | None = None
+    function_call: Literal["none", "auto"] | NamedFunction | None = None
+
+    @model_validator(mode="after")
+    def _named_choices_exist(self) -> ChatRequest:
+        if isinstance(self.tool_choice, NamedToolChoice):
+            names = {t.function.name for t in self.tools or []}
+            if self.tool_choice.function.name not in names:
+                raise ValueError(f"tool_choice names function {self.tool_choice.function.name!r}, "
+                                 "which is not in tools")
+        if self.tool_choice in ("required",) and not self.tools:
+            raise ValueError("tool_choice 'required' needs tools")
+        if isinstance(self.function_call, NamedFunction):
+            names = {f.name for f in self.functions or []}
+            if self.function_call.name not in names:
+                raise ValueError(f"function_call names {self.function_call.name!r}, which is not in functions")
+        return self
+
+    def token_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def prompt_tokens(self) -> int:
+        # OpenAI's accounting for chat: 3 tokens of framing per message, 3 to prime the reply.
+        return 3 + sum(3 + count_tokens_cached(m.text()) for m in self.messages)
+
+
+class CompletionRequest(_Generation):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(16, ge=1)  # the legacy endpoint's documented default
+
+    def token_limit(self) -> int | None:
+        return self.max_tokens
+
+    def prompt_tokens(self) -> int:
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return count_tokens_cached(prompt)
+        if prompt and isinstance(prompt[0], int):
+            return len(prompt)
+        if prompt and isinstance(prompt[0], list):
+            return sum(len(p) for p in prompt)
+        return sum(count_tokens_cached(p) for p in prompt)

@@ -1,0 +1,133 @@
+"""The one tokenizer of the suite: tiktoken, cl100k_base by default, working offline.
+
+tiktoken downloads its BPE files on first use. tokenstorm ships cl100k_base in data/ and
+loads it through tiktoken's own encoding constructor, so the regex, the special tokens and
+the expected sha256 all come from tiktoken itself; only the file location changes. When
+tiktoken's cache already holds the file (the normal tiktoken path), that copy is used.
+Other encodings load by name when tiktoken can get them (cache, internet, or a
+``NAME.tiktoken`` file dropped into the data folder); otherwise a TokenizerError says why.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import importlib
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import tiktoken
+import tiktoken.load
+import tiktoken.registry
+
+DEFAULT_ENCODING = "cl100k_base"
+DATA_DIR = Path(os.environ.get("TOKENSTORM_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
+
+# Texts longer than this are tokenized in gevent's thread pool when called from a greenlet,
+# so a long prompt does not freeze every other stream of the process (FIELD_NOTES.md s5).
+OFFLOAD_CHARS = 16_384
+
+_lock = threading.Lock()
+
+
+class TokenizerError(Exception):
+    """An encoding that cannot be loaded; the message says which and why."""
+
+
+def _tiktoken_cache_path(url: str) -> Path | None:
+    """Where tiktoken's read_file_cached keeps `url` (None when caching is disabled)."""
+    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
+    if cache_dir is None:
+        cache_dir = os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    if cache_dir == "":
+        return None
+    return Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
+
+
+def _read_bpe_file(path: Path, expected_hash: str | None) -> dict[bytes, int]:
+    data = path.read_bytes()
+    if expected_hash and hashlib.sha256(data).hexdigest() != expected_hash:
+        raise TokenizerError(f"tokenizer file {path} is corrupt: its sha256 is not {expected_hash}")
+    ranks: dict[bytes, int] = {}
+    for line in data.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+def _load_bpe(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
+    """Stand-in for tiktoken.load.load_tiktoken_bpe: tiktoken's cache, else data/."""
+    cached = _tiktoken_cache_path(url)
+    if cached is not None and cached.exists():
+        return tiktoken.load.load_tiktoken_bpe(url, expected_hash)
+    shipped = DATA_DIR / url.rsplit("/", 1)[-1]
+    if shipped.exists():
+        return _read_bpe_file(shipped, expected_hash)
+    return tiktoken.load.load_tiktoken_bpe(url, expected_hash)
+
+
+def _constructors() -> dict:
+    if tiktoken.registry.ENCODING_CONSTRUCTORS is None:
+        tiktoken.registry._find_constructors()
+    return tiktoken.registry.ENCODING_CONSTRUCTORS or {}
+
+
+@functools.cache
+def get_encoding(name: str = DEFAULT_ENCODING) -> tiktoken.Encoding:
+    """The tiktoken Encoding called `name`, loaded without internet when data/ has its file."""
+    constructor = _constructors().get(name)
+    if constructor is None:
+        known = ", ".join(sorted(_constructors()))
+        raise TokenizerError(f"unknown tokenizer encoding {name!r} (tiktoken knows: {known})")
+    module = importlib.import_module(constructor.__module__)
+    try:
+        with _lock:
+            original = getattr(module, "load_tiktoken_bpe", None)
+            module.load_tiktoken_bpe = _load_bpe
+            try:
+                params = constructor()
+            finally:
+                module.load_tiktoken_bpe = original
+        return tiktoken.Encoding(**params)
+    except TokenizerError:
+        raise
+    except Exception as exc:  # network, hash mismatch, missing blobfile...
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TokenizerError(
+            f"tokenizer encoding {name!r} could not be loaded ({reason}); without internet, "
+            f"put its {name}.tiktoken file in {DATA_DIR}"
+        ) from None
+
+
+def count_tokens(text: str, encoding: str = DEFAULT_ENCODING) -> int:
+    """Number of tokens in `text`; special-token strings count as plain text."""
+    return len(get_encoding(encoding).encode_ordinary(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def count_tokens_cached(text: str, encoding: str = DEFAULT_ENCODING) -> int:
+    """count_tokens for texts that repeat (prompts replayed from a dataset)."""
+    if len(text) >= OFFLOAD_CHARS:
+        return count_tokens_offloaded(text, encoding)
+    return count_tokens(text, encoding)
+
+
+def count_tokens_offloaded(text: str, encoding: str = DEFAULT_ENCODING) -> int:
+    """count_tokens run in gevent's thread pool (tiktoken releases the GIL there)."""
+    import gevent
+
+    return gevent.get_hub().threadpool.apply(count_tokens, (text, encoding))
+
+
+def encode(text: str, encoding: str = DEFAULT_ENCODING) -> list[int]:
+    return get_encoding(encoding).encode_ordinary(text)
+
+
+def token_bytes(token_ids: list[int], encoding: str = DEFAULT_ENCODING) -> list[bytes]:
+    """The raw bytes of each token (a token may hold part of a UTF-8 character)."""
+    enc = get_encoding(encoding)
+    return [enc.decode_single_token_bytes(t) for t in token_ids]
