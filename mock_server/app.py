@@ -1,15 +1,12 @@
-"""The mock's WSGI application: routing, auth, validation, faults, paced streaming."""
+"""The mock's application: routing, auth, validation, faults, paced streaming."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hmac
 import itertools
 import json
 import random
 import socket
-import struct
 import time
 from collections.abc import Callable, Iterator
 
@@ -21,11 +18,11 @@ from . import metrics, wire
 from .config import MockConfig
 from .engine import Engine, Slot, format_reset
 from .faults import FaultError, FaultPicker
+from .http import AbortConnection, Request, Response
 from .planner import Plan, Planner
 from .schema import ChatRequest, CompletionRequest
 from .textgen import TextSource
 
-SOCKET_KEY = "tokenstorm.socket"
 MAX_COALESCE = 32  # chunks already due are written together, up to this many per write
 HTTP_FAULTS = {
     "http_429": (429, "Rate limit reached (injected by the mock).", "requests", "rate_limit_exceeded"),
@@ -34,12 +31,9 @@ HTTP_FAULTS = {
     "http_503": (503, "The server is overloaded or not ready yet (injected by the mock).",
                  "server_error", "service_unavailable"),
 }
-STATUS_TEXT = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 404: "404 Not Found",
-               405: "405 Method Not Allowed", 413: "413 Payload Too Large", 429: "429 Too Many Requests",
-               500: "500 Internal Server Error", 503: "503 Service Unavailable"}
 
 
-class ClientGone(Exception):
+class ClientGone(AbortConnection):
     """The client closed its connection while the mock was waiting."""
 
 
@@ -55,15 +49,6 @@ class _Reject(Exception):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
         self.headers = headers or []
-
-
-def _abort_connection(sock: socket.socket | None, reset: bool) -> None:
-    """End the response without its terminator; with reset, the close sends a TCP RST."""
-    if reset and sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    # pywsgi treats ECONNRESET as a vanished client: it closes the socket, logs nothing.
-    raise OSError(errno.ECONNRESET, "mock aborted the connection")
 
 
 def sleep_until(deadline: float) -> None:
@@ -117,17 +102,13 @@ class MockApp:
         }
 
     # -- plumbing ----------------------------------------------------------------------
-    def __call__(self, environ: dict, start_response: Callable) -> Iterator[bytes] | list[bytes]:
-        t0 = time.monotonic()
-        path = environ.get("PATH_INFO", "/")
-        method = environ.get("REQUEST_METHOD", "GET")
+    def __call__(self, request: Request) -> Response:
         request_id = wire.new_id("req_")
+        path, method = request.path, request.method
         route = self.routes.get(path.rstrip("/") or "/")
-        handler: Callable | None = None
         endpoint = path
         if route is None and path.startswith("/v1/models/"):
-            route = ("GET", self.retrieve_model)
-            endpoint = "/v1/models/{id}"
+            route, endpoint = ("GET", self.retrieve_model), "/v1/models/{id}"
         try:
             if route is None:
                 endpoint = "unknown"
@@ -137,27 +118,31 @@ class MockApp:
                 raise _Reject(405, f"Method {method} is not allowed on {path}; use {allowed}",
                               "invalid_request_error", "method_not_allowed", headers=[("Allow", allowed)])
             if path.startswith("/v1/"):
-                self._check_auth(environ)
-            return handler(environ, start_response, t0, request_id)
+                self._check_auth(request)
+            return handler(request, request_id)
         except _Reject as rej:
-            return self._error(start_response, rej, request_id, endpoint)
+            return self._error(rej, request_id, endpoint)
 
-    def _respond(self, start_response: Callable, status: int, body: bytes, request_id: str, endpoint: str,
-                 content_type: str = "application/json", headers: list[tuple[str, str]] | None = None) -> list[bytes]:
+    def _respond(self, status: int, body: bytes, request_id: str, endpoint: str,
+                 content_type: str = "application/json", headers: list[tuple[str, str]] | None = None) -> Response:
         metrics.REQUESTS.labels(endpoint, str(status)).inc()
-        start_response(STATUS_TEXT.get(status, str(status)),
-                       [("Content-Type", content_type), ("x-request-id", request_id)] + (headers or []))
-        return [body]
+        return Response(status, body, [("Content-Type", content_type), ("x-request-id", request_id),
+                                       *(headers or [])])
 
-    def _error(self, start_response: Callable, rej: _Reject, request_id: str, endpoint: str) -> list[bytes]:
+    def _error(self, rej: _Reject, request_id: str, endpoint: str) -> Response:
         body = wire.error_body(rej.message, rej.type, rej.code, rej.param)
-        return self._respond(start_response, rej.status, body, request_id, endpoint, headers=rej.headers)
+        return self._respond(rej.status, body, request_id, endpoint, headers=rej.headers)
 
-    def _check_auth(self, environ: dict) -> None:
+    def protocol_error(self, status: int, message: str) -> Response:
+        """The answer to a request the HTTP layer could not parse (or too large a body)."""
+        code = "request_too_large" if status == 413 else None
+        return self._error(_Reject(status, message[:1].upper() + message[1:], "invalid_request_error", code),
+                           wire.new_id("req_"), "invalid")
+
+    def _check_auth(self, request: Request) -> None:
         if not self.config.auth.enabled:
             return
-        header = environ.get("HTTP_AUTHORIZATION", "")
-        scheme, _, key = header.partition(" ")
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise _Reject(401, "You didn't provide an API key. Send it in the Authorization header "
                           "as 'Bearer YOUR_KEY'.", "invalid_request_error", "missing_api_key")
@@ -168,22 +153,9 @@ class MockApp:
         if not ok:
             raise _Reject(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
 
-    def _read_json(self, environ: dict) -> dict:
-        limit = self.config.limits.max_body_bytes
-        length = environ.get("CONTENT_LENGTH") or ""
-        stream = environ["wsgi.input"]
-        if length:
-            if not length.isdigit():
-                raise _Reject(400, f"Content-Length {length!r} is not a number", "invalid_request_error")
-            if int(length) > limit:
-                raise _Reject(413, f"Request body of {int(length)} bytes is over the limit of {limit} bytes",
-                              "invalid_request_error", "request_too_large")
-            raw = stream.read(int(length))
-        else:
-            raw = stream.read(limit + 1)
-            if len(raw) > limit:
-                raise _Reject(413, f"Request body is over the limit of {limit} bytes",
-                              "invalid_request_error", "request_too_large")
+    @staticmethod
+    def _read_json(request: Request) -> dict:
+        raw = request.body
         if not raw:
             raise _Reject(400, "The request body is empty; send a JSON object", "invalid_request_error")
         try:
@@ -202,10 +174,10 @@ class MockApp:
         try:
             request = model_cls.model_validate(body)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            param = ".".join(str(p) for p in err["loc"]) or None
-            msg = err["msg"].removeprefix("Value error, ")
-            more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
+            errors = exc.errors()
+            param = ".".join(str(p) for p in errors[0]["loc"]) or None
+            msg = errors[0]["msg"].removeprefix("Value error, ")
+            more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
             where = f"{param}: " if param else ""
             raise _Reject(400, f"Invalid request: {where}{msg}{more}", "invalid_request_error",
                           "invalid_value", param) from None
@@ -215,43 +187,43 @@ class MockApp:
         return request
 
     # -- simple endpoints --------------------------------------------------------------
-    def _model_entry(self, model_id: str, owned_by: str) -> dict:
+    @staticmethod
+    def _model_entry(model_id: str, owned_by: str) -> dict:
         return {"id": model_id, "object": "model", "created": 1_700_000_000, "owned_by": owned_by}
 
-    def list_models(self, environ, start_response, t0, request_id):
+    def list_models(self, request: Request, request_id: str) -> Response:
         data = [self._model_entry(m.id, m.owned_by) for m in self.config.models]
-        body = json.dumps({"object": "list", "data": data}).encode()
-        return self._respond(start_response, 200, body, request_id, "/v1/models")
+        return self._respond(200, json.dumps({"object": "list", "data": data}).encode(), request_id, "/v1/models")
 
-    def retrieve_model(self, environ, start_response, t0, request_id):
-        model_id = environ["PATH_INFO"][len("/v1/models/"):]
+    def retrieve_model(self, request: Request, request_id: str) -> Response:
+        model_id = request.path[len("/v1/models/"):]
         spec = self.config.model_spec(model_id)
         if spec is None:
             raise _Reject(404, f"The model `{model_id}` does not exist or you do not have access to it.",
                           "invalid_request_error", "model_not_found", "model")
-        body = json.dumps(self._model_entry(spec.id, spec.owned_by)).encode()
-        return self._respond(start_response, 200, body, request_id, "/v1/models/{id}")
+        return self._respond(200, json.dumps(self._model_entry(spec.id, spec.owned_by)).encode(), request_id,
+                             "/v1/models/{id}")
 
-    def health(self, environ, start_response, t0, request_id):
+    def health(self, request: Request, request_id: str) -> Response:
         body = json.dumps({"status": "ok", "worker": self.worker_index, "running": self.engine.running,
                            "queued": len(self.engine.waiting)}).encode()
-        return self._respond(start_response, 200, body, request_id, "/health")
+        return self._respond(200, body, request_id, "/health")
 
-    def prometheus(self, environ, start_response, t0, request_id):
+    def prometheus(self, request: Request, request_id: str) -> Response:
         body, content_type = metrics.render()
-        return self._respond(start_response, 200, body, request_id, "/metrics", content_type)
+        return self._respond(200, body, request_id, "/metrics", content_type)
 
     # -- generation --------------------------------------------------------------------
-    def chat_completions(self, environ, start_response, t0, request_id):
-        return self._generate(environ, start_response, t0, request_id, ChatRequest, "/v1/chat/completions")
+    def chat_completions(self, request: Request, request_id: str) -> Response:
+        return self._generate(request, request_id, ChatRequest, "/v1/chat/completions")
 
-    def completions(self, environ, start_response, t0, request_id):
-        return self._generate(environ, start_response, t0, request_id, CompletionRequest, "/v1/completions")
+    def completions(self, request: Request, request_id: str) -> Response:
+        return self._generate(request, request_id, CompletionRequest, "/v1/completions")
 
-    def _generate(self, environ, start_response, t0, request_id, model_cls, endpoint):
-        request = self._validate(model_cls, self._read_json(environ))
+    def _generate(self, http: Request, request_id: str, model_cls: type, endpoint: str) -> Response:
+        request = self._validate(model_cls, self._read_json(http))
         try:
-            fault, fault_after = self.faults.pick(environ, self.engine.uptime_s())
+            fault, fault_after = self.faults.pick(http.headers, self.engine.uptime_s())
         except FaultError as exc:
             raise _Reject(400, str(exc), "invalid_request_error", "invalid_fault") from None
         if fault:
@@ -262,14 +234,14 @@ class MockApp:
             raise _Reject(status, message, type_, code, headers=headers)
         prompt_tokens = request.prompt_tokens()
         limiter = self.engine.limiter
-        extra_headers: list[tuple[str, str]] = []
+        headers = [("x-request-id", request_id)]
         if limiter.enabled:
             wait = limiter.take(prompt_tokens + (request.token_limit() or self.config.output.mean_tokens))
-            extra_headers = limiter.headers()
+            headers += limiter.headers()
             if wait:
                 metrics.REJECTED.labels("rate_limit").inc()
                 raise _Reject(429, f"Rate limit reached for {request.model}; try again in {format_reset(wait)}.",
-                              "requests", "rate_limit_exceeded", headers=_retry_headers(wait) + extra_headers)
+                              "requests", "rate_limit_exceeded", headers=_retry_headers(wait) + headers[1:])
         slot = self.engine.request_slot()
         if slot is None:
             metrics.REJECTED.labels("queue_full").inc()
@@ -279,21 +251,13 @@ class MockApp:
                           headers=_retry_headers(wait))
         metrics.PROMPT_TOKENS.inc(prompt_tokens)
         seed = request.seed if request.seed is not None else f"{self.worker_index}:{next(self._counter)}"
-        rng = random.Random(f"{self.config.seed}:{seed}")
-        plan = self.planner.plan(request, rng)
-        ctx = _Context(self, environ, request, plan, slot, t0, request_id, prompt_tokens, fault, fault_after)
-        headers = [("x-request-id", request_id)] + extra_headers
-        if not request.stream:
-            return ctx.respond(start_response, headers, endpoint)
-        write = start_response("200 OK", [("Content-Type", "text/event-stream; charset=utf-8"),
-                                          ("Cache-Control", "no-cache")] + headers)
-        metrics.REQUESTS.labels(endpoint, "200").inc()
-        try:
-            write(b"")  # send the headers now, before the queue and the prefill
-        except OSError:
-            ctx.release(disconnected=True)
-            raise
-        return ctx.stream()
+        plan = self.planner.plan(request, random.Random(f"{self.config.seed}:{seed}"))
+        ctx = _Context(self, http, request, plan, slot, prompt_tokens, fault, fault_after)
+        metrics.REQUESTS.labels(endpoint, "500" if fault == "error_event" and not request.stream else "200").inc()
+        if request.stream:
+            return Response(200, headers=[("Content-Type", "text/event-stream; charset=utf-8"),
+                                          ("Cache-Control", "no-cache"), *headers], stream=ctx.stream())
+        return ctx.respond(headers)
 
 
 def _retry_headers(seconds: float) -> list[tuple[str, str]]:
@@ -304,17 +268,18 @@ def _retry_headers(seconds: float) -> list[tuple[str, str]]:
 class _Context:
     """One generation request in flight: its plan, slot, fault and timing."""
 
-    def __init__(self, app: MockApp, environ: dict, request, plan: Plan, slot: Slot, t0: float,
-                 request_id: str, prompt_tokens: int, fault: str | None, fault_after: int):
+    def __init__(self, app: MockApp, http: Request, request: ChatRequest | CompletionRequest, plan: Plan,
+                 slot: Slot, prompt_tokens: int, fault: str | None, fault_after: int):
         self.app, self.engine = app, app.engine
-        self.request, self.plan, self.slot, self.t0 = request, plan, slot, t0
+        self.request, self.plan, self.slot = request, plan, slot
+        self.t0 = http.arrival  # deadlines count from when the request reached the machine
+        self.sock = http.sock
         self.prompt_tokens = prompt_tokens
         self.fault, self.fault_after = fault, fault_after
-        self.sock = environ.get(SOCKET_KEY)
         self.chat = isinstance(request, ChatRequest)
         self.response_id = wire.new_id("chatcmpl-" if self.chat else "cmpl-")
         self.created = int(time.time())
-        self.slot_at = t0
+        self.slot_at = self.t0
         self.tokens_sent = 0
 
     def _usage(self) -> dict:
@@ -361,14 +326,14 @@ class _Context:
         chunks = wire.Chunks(self.response_id, self.created, self.request.model, self.request.include_usage,
                              self.chat)
         fault, lag, n_chunks = self.fault, metrics.LagCounter(), 0
-        client_left = True  # until the generator reaches an end of its own
+        client_left = True  # until the stream reaches an end of its own
         try:
-            if fault == "stall":  # the headers went out already; now silence
+            # Sent with the headers, right away: TTFB is not TTFT.
+            yield chunks.role() if self.chat and fault != "stall" else b""
+            if fault == "stall":  # headers, then silence
                 sleep_watching(time.monotonic() + self.app.config.faults.stall_s, self.sock)
                 client_left = False
-                _abort_connection(self.sock, reset=False)
-            if self.chat:
-                yield chunks.role()  # right away: TTFB is not TTFT
+                raise AbortConnection()
             deadline = self._first_token_deadline()
             sleep_watching(deadline, self.sock)
             slow = self.app.config.faults.slow_factor if fault == "slow" else 1.0
@@ -404,67 +369,56 @@ class _Context:
                 if len(pending) >= MAX_COALESCE:
                     yield b"".join(pending)
                     pending.clear()
-            client_left = False
             if midstream:  # after `cut` tokens, or at the end of a shorter answer
                 if fault == "error_event":
                     pending.append(wire.error_event("The server had an error while generating "
                                                     "(injected by the mock)."))
                 if pending:
                     yield b"".join(pending)
+                client_left = False
                 if fault == "disconnect":
-                    _abort_connection(self.sock, reset=True)
+                    raise AbortConnection(reset=True)
                 return  # error_event, truncate: the HTTP response ends without finish_reason or [DONE]
             pending.append(chunks.finish(self.plan.finish_reason))
             if self.request.include_usage:
                 pending.append(chunks.usage(self._usage()))
             pending.append(wire.DONE)
-            client_left = True
             yield b"".join(pending)
             client_left = False
-        except ClientGone:
-            raise OSError(errno.ECONNRESET, "client went away") from None
         finally:
             self.release(disconnected=client_left)
             lag.flush()
             metrics.CHUNKS.inc(n_chunks)
 
     # -- non-streaming -------------------------------------------------------------------
-    def respond(self, start_response, headers: list[tuple[str, str]], endpoint: str) -> list[bytes]:
+    def respond(self, headers: list[tuple[str, str]]) -> Response:
         fault = self.fault
         try:
             deadline = self._first_token_deadline()
-            n = self.plan.completion_tokens
             slow = self.app.config.faults.slow_factor if fault == "slow" else 1.0
             step = self.engine.constant_itl_s(slow)
-            for _ in range(max(0, n - 1)):
+            for _ in range(max(0, self.plan.completion_tokens - 1)):
                 deadline += step if step is not None else self.engine.itl_s(slow)
             if fault == "stall":
                 deadline = time.monotonic() + self.app.config.faults.stall_s
             sleep_watching(deadline, self.sock)
         except ClientGone:
             self.release(disconnected=True)
-            raise OSError(errno.ECONNRESET, "client went away") from None
-        if fault in ("stall", "disconnect"):
-            self.release()
-            _abort_connection(self.sock, reset=fault == "disconnect")
+            raise
         self.tokens_sent = self.plan.completion_tokens
         self.release()
+        if fault in ("stall", "disconnect"):
+            raise AbortConnection(reset=fault == "disconnect")
+        json_headers = [("Content-Type", "application/json"), *headers]
         if fault == "error_event":
-            body = wire.error_body("The server had an error while generating (injected by the mock).",
-                                   "server_error", "internal_error")
-            metrics.REQUESTS.labels(endpoint, "500").inc()
-            start_response(STATUS_TEXT[500], [("Content-Type", "application/json")] + headers)
-            return [body]
+            return Response(500, wire.error_body("The server had an error while generating (injected by the "
+                                                 "mock).", "server_error", "internal_error"), json_headers)
         body = self._body()
         if fault == "malformed":
-            body = body[: len(body) // 2]
-        metrics.REQUESTS.labels(endpoint, "200").inc()
+            return Response(200, body[: len(body) // 2], json_headers)
         if fault == "truncate":  # promise the full length, send half, close
-            start_response("200 OK", [("Content-Type", "application/json"),
-                                      ("Content-Length", str(len(body)))] + headers)
-            return _truncated(body, self.sock)
-        start_response("200 OK", [("Content-Type", "application/json")] + headers)
-        return [body]
+            return Response(200, body[: len(body) // 2], json_headers, declared_length=len(body))
+        return Response(200, body, json_headers)
 
     def _body(self) -> bytes:
         plan, text = self.plan, self.app.text
@@ -488,8 +442,3 @@ class _Context:
         return json.dumps({"id": self.response_id, "object": obj, "created": self.created,
                            "model": self.request.model, "system_fingerprint": wire.SYSTEM_FINGERPRINT,
                            "choices": [choice], "usage": self._usage()}, ensure_ascii=False).encode()
-
-
-def _truncated(body: bytes, sock) -> Iterator[bytes]:
-    yield body[: len(body) // 2]
-    _abort_connection(sock, reset=False)

@@ -86,5 +86,5 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"mock_server: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    serve(config, sock, ready_message=ready.replace(f":{port}", f":{sock.getsockname()[1]}"))
+    serve(config, sock, ready_message=ready.replace(f":{port} ", f":{sock.getsockname()[1]} "))
     return 0

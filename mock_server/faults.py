@@ -6,8 +6,8 @@ import random
 
 from .config import FAULTS, Faults
 
-HEADER = "HTTP_X_MOCK_FAULT"
-AFTER_HEADER = "HTTP_X_MOCK_FAULT_AFTER"
+HEADER = "x-mock-fault"
+AFTER_HEADER = "x-mock-fault-after"
 
 
 class FaultError(ValueError):
@@ -20,15 +20,15 @@ class FaultPicker:
         self._rng = random.Random(f"faults:{seed}")
         self._weights = list(config.probabilities.items())
 
-    def pick(self, environ: dict, uptime_s: float) -> tuple[str | None, int]:
+    def pick(self, headers: dict[str, str], uptime_s: float) -> tuple[str | None, int]:
         """(fault name or None, tokens to send before a mid-stream fault)."""
         after = self.config.after_tokens
-        raw_after = environ.get(AFTER_HEADER)
+        raw_after = headers.get(AFTER_HEADER)
         if raw_after is not None:
             if not raw_after.strip().isdigit():
                 raise FaultError(f"X-Mock-Fault-After must be a whole number of tokens, got {raw_after!r}")
             after = int(raw_after)
-        requested = environ.get(HEADER)
+        requested = headers.get(HEADER)
         if requested is not None:
             name = requested.strip().lower()
             if name in ("", "none"):

@@ -1,4 +1,4 @@
-"""Serving the app: gevent's pywsgi with TCP_NODELAY, one process or N on one port."""
+"""Running the app: one process, or N processes on one port (SO_REUSEPORT)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,9 @@ import signal
 import socket
 import sys
 
-from gevent import pywsgi
-
-from .app import SOCKET_KEY, MockApp
+from .app import MockApp
 from .config import MockConfig
-
-
-class _Handler(pywsgi.WSGIHandler):
-    def get_environ(self):
-        env = super().get_environ()
-        env[SOCKET_KEY] = self.socket  # for disconnect watching and the RST fault
-        return env
-
-
-class MockServer(pywsgi.WSGIServer):
-    handler_class = _Handler
-
-    def handle(self, sock, address):
-        # One small write per token: without NODELAY, Nagle + delayed ACK hold chunks ~40 ms.
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().handle(sock, address)
+from .http import HTTPServer
 
 
 def listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -52,11 +34,11 @@ def share_of(total: int, workers: int, index: int) -> int:
 
 def serve(config: MockConfig, sock: socket.socket, worker_index: int = 0, max_num_seqs: int | None = None,
           ready_message: str | None = None) -> None:
-    """Serve on `sock` until SIGTERM/SIGINT."""
+    """Serve on `sock` until SIGTERM/SIGINT; in-flight streams get 5 s to finish."""
     import gevent
 
     app = MockApp(config, worker_index, max_num_seqs)
-    server = MockServer(sock, app, log=None, error_log=sys.stderr)
+    server = HTTPServer(sock, app, app.protocol_error, config.limits.max_body_bytes)
     gevent.signal_handler(signal.SIGTERM, server.stop, 5)
     gevent.signal_handler(signal.SIGINT, server.stop, 5)
     server.start()
@@ -68,22 +50,22 @@ def serve(config: MockConfig, sock: socket.socket, worker_index: int = 0, max_nu
 def serve_workers(config: MockConfig, ready_message: str) -> int:
     """Fork N workers, each with its own SO_REUSEPORT socket on the same port; exit with them."""
     workers = config.server.workers
-    # Bind once in the parent to fail early (port in use) and learn the port when it is 0.
-    probe = listen_socket(config.server.host, config.server.port, reuse_port=True)
-    port = probe.getsockname()[1]
+    # Bind once in the parent to fail early (port in use) and to learn the port when it is 0.
+    first = listen_socket(config.server.host, config.server.port, reuse_port=True)
+    port = first.getsockname()[1]
     children: dict[int, int] = {}
     for index in range(workers):
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            sock = probe if index == 0 else listen_socket(config.server.host, port, reuse_port=True)
+            sock = first if index == 0 else listen_socket(config.server.host, port, reuse_port=True)
             if index != 0:
-                probe.close()
+                first.close()
             serve(config, sock, index, share_of(config.capacity.max_num_seqs, workers, index))
             os._exit(0)
         children[pid] = index
-    probe.close()
-    print(ready_message.replace(f":{config.server.port}", f":{port}"), flush=True)
+    first.close()
+    print(ready_message.replace(f":{config.server.port} ", f":{port} "), flush=True)
 
     def forward(signum, _frame):
         for child in children:

@@ -7,6 +7,7 @@ patching, so many streams can be timed at once from the test process.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ class Probe:
 
     def itls(self) -> list[float]:
         times = self.content_times()
-        return [b - a for a, b in zip(times, times[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(times)]
 
 
 def request(port: int, body: dict | bytes | None, path: str = "/v1/chat/completions", method: str = "POST",

@@ -10,7 +10,7 @@ Other encodings load by name when tiktoken can get them (cache, internet, or a
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
 import hashlib
 import importlib
@@ -55,7 +55,7 @@ def _read_bpe_file(path: Path, expected_hash: str | None) -> dict[bytes, int]:
     for line in data.splitlines():
         if line:
             token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
+            ranks[binascii.a2b_base64(token)] = int(rank)
     return ranks
 
 
@@ -76,9 +76,13 @@ def _constructors() -> dict:
     return tiktoken.registry.ENCODING_CONSTRUCTORS or {}
 
 
-@functools.cache
 def get_encoding(name: str = DEFAULT_ENCODING) -> tiktoken.Encoding:
     """The tiktoken Encoding called `name`, loaded without internet when data/ has its file."""
+    return _load_encoding(name)
+
+
+@functools.cache
+def _load_encoding(name: str) -> tiktoken.Encoding:
     constructor = _constructors().get(name)
     if constructor is None:
         known = ", ".join(sorted(_constructors()))
