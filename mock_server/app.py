@@ -159,7 +159,7 @@ class MockApp:
         if not raw:
             raise _Reject(400, "The request body is empty; send a JSON object", "invalid_request_error")
         try:
-            body = json.loads(raw)
+            body = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
             raise _Reject(400, "The request body is not valid UTF-8", "invalid_request_error") from None
         except json.JSONDecodeError as exc:
@@ -364,7 +364,7 @@ class _Context:
                 lag.add(now - deadline)
                 pending.append(chunk)
                 n_chunks += 1
-                if self.tokens_sent == cut:
+                if self.tokens_sent == cut and fault == "malformed":
                     pending.append(chunks.malformed())
                 if len(pending) >= MAX_COALESCE:
                     yield b"".join(pending)
