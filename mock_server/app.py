@@ -325,7 +325,7 @@ class _Context:
         """The SSE body; each token leaves at its absolute deadline, its lateness is recorded."""
         chunks = wire.Chunks(self.response_id, self.created, self.request.model, self.request.include_usage,
                              self.chat)
-        fault, lag, n_chunks = self.fault, metrics.LagCounter(), 0
+        fault, lag = self.fault, metrics.LagCounter()
         client_left = True  # until the stream reaches an end of its own
         try:
             # Sent with the headers, right away: TTFB is not TTFT.
@@ -363,7 +363,6 @@ class _Context:
                     now = time.monotonic()
                 lag.add(now - deadline)
                 pending.append(chunk)
-                n_chunks += 1
                 if self.tokens_sent == cut and fault == "malformed":
                     pending.append(chunks.malformed())
                 if len(pending) >= MAX_COALESCE:
@@ -388,7 +387,6 @@ class _Context:
         finally:
             self.release(disconnected=client_left)
             lag.flush()
-            metrics.CHUNKS.inc(n_chunks)
 
     # -- non-streaming -------------------------------------------------------------------
     def respond(self, headers: list[tuple[str, str]]) -> Response:

@@ -50,14 +50,16 @@ _lag_max = 0.0
 
 
 class LagCounter:
-    """Per-stream lag tally, added to TOKEN_LAG in one go by flush()."""
+    """Per-stream tally of chunk lags (and chunks), added to the metrics every FLUSH_EVERY chunks."""
 
-    __slots__ = ("counts", "largest", "total")
+    FLUSH_EVERY = 64
+    __slots__ = ("counts", "largest", "n", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * len(LAG_BUCKETS)
         self.total = 0.0
         self.largest = 0.0
+        self.n = 0
 
     def add(self, lag: float) -> None:
         if lag < 0.0:
@@ -66,21 +68,27 @@ class LagCounter:
         self.total += lag
         if lag > self.largest:
             self.largest = lag
+        self.n += 1
+        if self.n >= self.FLUSH_EVERY:
+            self.flush()
 
     def flush(self) -> None:
         global _lag_max
+        if not self.n:
+            return
         # prometheus_client has no batch observe; these are its per-bucket (non-cumulative)
         # values, the same objects observe() increments.
-        for bucket, count in zip(TOKEN_LAG._buckets, self.counts, strict=False):
+        for bucket, count in zip(TOKEN_LAG._buckets, self.counts, strict=True):
             if count:
                 bucket.inc(count)
-        if self.total:
-            TOKEN_LAG._sum.inc(self.total)
+        TOKEN_LAG._sum.inc(self.total)
+        CHUNKS.inc(self.n)
         if self.largest > _lag_max:
             _lag_max = self.largest
             TOKEN_LAG_MAX.set(_lag_max)
         self.counts = [0] * len(LAG_BUCKETS)
         self.total = 0.0
+        self.n = 0
 
 
 def render() -> tuple[bytes, str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tokenstorm import tokenizer
@@ -144,61 +145,65 @@ def build_corpus(language: str = "en", seed: int = 0) -> Corpus:
 
 @dataclass(frozen=True)
 class Window:
-    """n tokens of output: corpus positions, then filler tokens to reach n exactly."""
+    """n tokens of output: `count` corpus tokens from `start` (wrapping), then filler tokens."""
 
-    positions: list[int]
-    extra: list[int]  # filler token ids appended after positions
+    start: int
+    count: int
+    extra: tuple[int, ...] = ()
 
     @property
     def n_tokens(self) -> int:
-        return len(self.positions) + len(self.extra)
+        return self.count + len(self.extra)
 
 
 class TextSource:
-    """Picks deterministic output windows from a corpus."""
+    """Picks deterministic output windows from a corpus; nothing per token is materialized."""
 
     def __init__(self, language: str = "en", seed: int = 0):
         self.corpus = build_corpus(language, seed)
         enc = tokenizer.get_encoding()
-        self._filler_json = {t: json.dumps(enc.decode_single_token_bytes(t).decode(), ensure_ascii=False).encode()
-                             for t in self.corpus.filler}
+        self._filler_text = {t: enc.decode_single_token_bytes(t).decode() for t in self.corpus.filler}
+        self._filler_json = {t: json.dumps(text, ensure_ascii=False).encode() for t, text in self._filler_text.items()}
 
     def window(self, rng: random.Random, n_tokens: int) -> Window:
         """Exactly n_tokens of text, from a paragraph start chosen by `rng`."""
         corpus = self.corpus
-        size = len(corpus)
         start = rng.choice(corpus.starts)
-        positions: list[int] = []
-        pos, remaining = start, n_tokens
-        while remaining > 0:  # wrap around the corpus for very long outputs
-            take = min(remaining, size - pos)
-            positions.extend(range(pos, pos + take))
-            remaining -= take
-            pos = 0
-        end = positions[-1] + 1 if positions else start
+        if n_tokens <= 0:
+            return Window(start, 0)
+        end = (start + n_tokens - 1) % len(corpus) + 1
         cut = corpus.boundaries[bisect.bisect_right(corpus.boundaries, end) - 1]
         if cut == end:
-            return Window(positions, [])
+            return Window(start, n_tokens)
         # The cut falls inside a multi-token unit: drop the partial unit, pad with filler.
         dropped = end - cut
-        del positions[-dropped:]
+        count = n_tokens - dropped
         word, punct = corpus.filler
-        last_is_word = bool(positions) and corpus.texts[positions[-1]][-1:].isalpha()
+        last_is_word = count > 0 and corpus.texts[(start + count - 1) % len(corpus)][-1:].isalpha()
         extra = []
         for _ in range(dropped):
             extra.append(punct if last_is_word else word)
             last_is_word = not last_is_word
-        return Window(positions, extra)
+        return Window(start, count, tuple(extra))
 
-    def delta_json(self, window: Window) -> list[bytes | None]:
-        """One entry per token: the delta to send at that token's instant, or None (held back)."""
+    def _spans(self, window: Window) -> Iterator[tuple[int, int]]:
+        size = len(self.corpus)
+        pos, remaining = window.start, window.count
+        while remaining > 0:  # wrap around the corpus for very long outputs
+            take = min(remaining, size - pos)
+            yield pos, pos + take
+            remaining -= take
+            pos = 0
+
+    def delta_json(self, window: Window) -> Iterator[bytes | None]:
+        """One item per token: the JSON string of the delta sent at its instant, or None (held back)."""
         deltas = self.corpus.deltas
-        out = [deltas[p] for p in window.positions]
-        out.extend(self._filler_json[t] for t in window.extra)
-        return out
+        for a, b in self._spans(window):
+            yield from deltas[a:b]
+        for token in window.extra:
+            yield self._filler_json[token]
 
     def text(self, window: Window) -> str:
         texts = self.corpus.texts
-        enc = tokenizer.get_encoding()
-        return "".join(texts[p] for p in window.positions) + "".join(
-            enc.decode_single_token_bytes(t).decode() for t in window.extra)
+        return "".join("".join(texts[a:b]) for a, b in self._spans(window)) + "".join(
+            self._filler_text[t] for t in window.extra)
