@@ -10,11 +10,10 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 
-import gevent
-from gevent.socket import wait_read
 from pydantic import ValidationError
 
 from . import metrics, wire
+from .clock import sleep_until, wait_until_or_readable
 from .config import MockConfig
 from .engine import Engine, Slot, format_reset
 from .faults import FaultError, FaultPicker
@@ -37,10 +36,6 @@ class ClientGone(AbortConnection):
     """The client closed its connection while the mock was waiting."""
 
 
-class _Timeout(Exception):
-    pass
-
-
 class _Reject(Exception):
     """An error response decided while handling a request."""
 
@@ -51,34 +46,19 @@ class _Reject(Exception):
         self.headers = headers or []
 
 
-def sleep_until(deadline: float) -> None:
-    """Sleep to an absolute monotonic deadline; re-checks because libev's loop clock is cached."""
-    while True:
-        delay = deadline - time.monotonic()
-        if delay <= 0:
-            return
-        gevent.sleep(delay)
-
-
 def sleep_watching(deadline: float, sock: socket.socket | None) -> None:
     """sleep_until that raises ClientGone as soon as the client hangs up (frees its slot at once)."""
     if sock is None:
         return sleep_until(deadline)
-    while True:
-        delay = deadline - time.monotonic()
-        if delay <= 0:
-            return
-        try:
-            wait_read(sock.fileno(), timeout=delay, timeout_exc=_Timeout)
-        except _Timeout:
-            continue
-        try:
-            peek = sock.recv(1, socket.MSG_PEEK)
-        except OSError:
-            raise ClientGone() from None
-        if not peek:
-            raise ClientGone()
-        return sleep_until(deadline)  # the client pipelined a request: cannot watch, just wait
+    if not wait_until_or_readable(deadline, sock.fileno()):
+        return None
+    try:
+        peek = sock.recv(1, socket.MSG_PEEK)
+    except OSError:
+        raise ClientGone() from None
+    if not peek:
+        raise ClientGone()
+    return sleep_until(deadline)  # the client pipelined a request: cannot watch, just wait
 
 
 class MockApp:
@@ -100,6 +80,20 @@ class MockApp:
             "/health": ("GET", self.health),
             "/metrics": ("GET", self.prometheus),
         }
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run the per-request code paths once so the first client does not pay for lazy setup."""
+        request = ChatRequest.model_validate({"model": self.config.models[0].id, "stream": True,
+                                              "messages": [{"role": "user", "content": "warm up"}]})
+        request.prompt_tokens()
+        plan = self.planner.plan(request, random.Random(0))
+        chunks = wire.Chunks("warm", 0, request.model, True, True)
+        for delta in self.app_text_deltas(plan):
+            chunks.content(delta)
+
+    def app_text_deltas(self, plan: Plan) -> Iterator[bytes]:
+        return (d for d in self.text.delta_json(plan.content) if d is not None) if plan.content else iter(())
 
     # -- plumbing ----------------------------------------------------------------------
     def __call__(self, request: Request) -> Response:

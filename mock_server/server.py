@@ -10,7 +10,7 @@ import sys
 
 from .app import MockApp
 from .config import MockConfig
-from .http import HTTPServer
+from .http import SO_TIMESTAMPNS, HTTPServer
 
 
 def listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -19,6 +19,9 @@ def listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # Receive timestamps (see http.py). Setting it here, before any request, also switches on the
+    # kernel's timestamping early: the first packets after it is first enabled go unstamped.
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.bind((host, port))
     sock.listen(4096)
     sock.setblocking(False)
