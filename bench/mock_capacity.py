@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -157,11 +158,22 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=4.0)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--clients", type=int, default=1, help="client processes reading the streams")
+    p.add_argument("--repeat", type=int, default=1, help="runs per configuration; the median of each field "
+                   "is printed (this machine is shared and noisy)")
     args = p.parse_args()
     for streams in (int(s) for s in args.streams.split(",")):
-        print(json.dumps(measure(streams, args.itl_ms, args.duration, args.workers, args.clients, args.warmup)),
-              flush=True)
+        runs = [measure(streams, args.itl_ms, args.duration, args.workers, args.clients, args.warmup)
+                for _ in range(args.repeat)]
+        print(json.dumps(median_of(runs) | {"runs": len(runs)}), flush=True)
     return 0
+
+
+def median_of(runs: list[dict]) -> dict:
+    out = {}
+    for key, value in runs[0].items():
+        values = [r[key] for r in runs if r[key] is not None]
+        out[key] = statistics.median(values) if values and isinstance(value, (int, float)) else value
+    return out
 
 
 if __name__ == "__main__":

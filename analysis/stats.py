@@ -1,0 +1,149 @@
+"""Exact statistics from per-request records (pandas; no Locust import).
+
+Percentiles use linear interpolation (numpy's default) over the raw values, never Locust's
+bucketed histogram. Latency statistics are over successful requests; failures are counted
+by class. The failure ratio is failed requests / all requests.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+PERCENTILES = (50, 90, 95, 99)
+METRICS = {  # column -> label
+    "ttft_ms": "TTFT (ms)",
+    "tpot_ms": "TPOT (ms)",
+    "e2e_ms": "E2E (ms)",
+    "tokens_per_s": "tokens/s per request",
+    "ttfb_ms": "TTFB (ms)",
+    "itl_max_ms": "ITL max (ms)",
+    "output_tokens": "output tokens",
+}
+REPORT_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms", "tokens_per_s")
+
+
+class RecordsError(Exception):
+    """Records that cannot be read; the message names the file and the problem."""
+
+
+NUMERIC = ("t_start", "http_status", "connect_ms", "ttfb_ms", "ttft_ms", "ttfvt_ms", "e2e_ms", "total_ms",
+           "tpot_ms", "itl_mean_ms", "itl_max_ms", "input_tokens", "output_tokens", "output_tokens_usage",
+           "output_tokens_tokenizer", "reasoning_tokens", "chunks", "tokens_per_s")
+REQUIRED = ("request_id", "worker_id", "t_start", "status", "error_type", "ttft_ms", "e2e_ms", "output_tokens")
+
+
+def load_records(directory: str | Path) -> pd.DataFrame:
+    """All requests-*.csv of a results folder as one DataFrame."""
+    directory = Path(directory)
+    files = sorted(directory.glob("requests-*.csv"))
+    if not files:
+        raise RecordsError(f"{directory}: no requests-*.csv files")
+    frames = []
+    for file in files:
+        try:
+            frame = pd.read_csv(file, dtype={"error": "string", "error_type": "string", "status": "string",
+                                             "finish_reason": "string", "worker_id": "string",
+                                             "request_id": "string"}, keep_default_na=False,
+                                na_values={c: [""] for c in NUMERIC})
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            raise RecordsError(f"{file}: cannot read it ({str(exc).splitlines()[0]})") from None
+        missing = [c for c in REQUIRED if c not in frame.columns]
+        if missing:
+            raise RecordsError(f"{file}: missing columns {', '.join(missing)}")
+        for column in NUMERIC:
+            if column in frame.columns:
+                converted = pd.to_numeric(frame[column], errors="coerce")
+                bad = converted.isna() & frame[column].notna()
+                if bad.any():
+                    line = int(bad.idxmax()) + 2  # header is line 1
+                    raise RecordsError(f"{file} line {line}: {column} {frame[column][bad.idxmax()]!r} is not a number")
+                frame[column] = converted
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def describe(values: pd.Series) -> dict:
+    values = values.dropna()
+    if values.empty:
+        return {"count": 0}
+    out = {"count": int(values.size), "min": float(values.min()), "max": float(values.max()),
+           "mean": float(values.mean()), "median": float(values.median()),
+           "stddev": float(values.std(ddof=1)) if values.size > 1 else 0.0}
+    for p in PERCENTILES:
+        out[f"p{p}"] = float(values.quantile(p / 100, interpolation="linear"))
+    return out
+
+
+def summarize(records: pd.DataFrame, slos: dict[str, float] | None = None) -> dict:
+    """Totals, failures by class, throughput, goodput and exact latency statistics."""
+    total = len(records)
+    ok = records[records["status"] == "ok"]
+    failed = records[records["status"] != "ok"]
+    start = records["t_start"].min() if total else math.nan
+    ends = records["t_start"] + records["total_ms"].fillna(records["e2e_ms"]).fillna(0) / 1000
+    window = float(ends.max() - start) if total else 0.0
+    summary: dict = {
+        "requests": total,
+        "ok": len(ok),
+        "failed": len(failed),
+        "failure_ratio": (len(failed) / total) if total else 0.0,
+        "failures_by_class": {str(k): int(v) for k, v in failed["error_type"].value_counts().items()},
+        "window_s": round(window, 3),
+        "throughput_req_s": (len(ok) / window) if window > 0 else 0.0,
+        "throughput_output_tok_s": (float(ok["output_tokens"].sum()) / window) if window > 0 else 0.0,
+        "metrics": {column: describe(ok[column]) for column in METRICS if column in ok.columns},
+    }
+    if "http_status" in failed.columns:
+        statuses = failed.loc[failed["error_type"] == "http_status", "http_status"].dropna().astype(int)
+        summary["failures_by_status"] = {str(k): int(v) for k, v in statuses.value_counts().items()}
+    if "output_tokens_source" in ok.columns:
+        summary["output_tokens_source"] = {str(k): int(v) for k, v in ok["output_tokens_source"].value_counts().items()}
+    slos = {k: v for k, v in (slos or {}).items() if v}
+    if slos:
+        good = ok
+        for column, limit in slos.items():
+            good = good[good[column].notna() & (good[column] <= limit)]
+        summary["slos"] = slos
+        summary["goodput_req_s"] = (len(good) / window) if window > 0 else 0.0
+        summary["slo_attainment"] = (len(good) / total) if total else 0.0
+    return summary
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
+def format_report(summary: dict, title: str = "tokenstorm report") -> str:
+    lines = [f"=== {title} ===",
+             f"requests {summary['requests']}   ok {summary['ok']}   failed {summary['failed']} "
+             f"({summary['failure_ratio']:.2%} of requests)   window {summary['window_s']:.1f} s"]
+    if summary["failures_by_class"]:
+        lines.append("failures: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["failures_by_class"].items())))
+    if summary.get("failures_by_status"):
+        statuses = sorted(summary["failures_by_status"].items())
+        lines.append("HTTP statuses: " + ", ".join(f"{k} x{v}" for k, v in statuses))
+    lines.append(f"throughput {summary['throughput_req_s']:.2f} req/s, "
+                 f"{summary['throughput_output_tok_s']:,.1f} output tokens/s")
+    if "goodput_req_s" in summary:
+        slos = ", ".join(f"{k.removesuffix('_ms')} <= {v:g} ms" for k, v in summary["slos"].items())
+        lines.append(f"goodput {summary['goodput_req_s']:.2f} req/s ({summary['slo_attainment']:.1%} of requests "
+                     f"meet {slos})")
+    header = f"{'metric (ok requests)':<22}{'count':>7}" + "".join(
+        f"{h:>10}" for h in ("min", "mean", "median", "stddev", "p50", "p90", "p95", "p99", "max"))
+    lines += ["", header]
+    for column in REPORT_METRICS:
+        stats = summary["metrics"].get(column, {"count": 0})
+        if not stats["count"]:
+            lines.append(f"{METRICS[column]:<22}{0:>7}")
+            continue
+        lines.append(f"{METRICS[column]:<22}{stats['count']:>7}" + "".join(
+            f"{_fmt(stats[k]):>10}" for k in ("min", "mean", "median", "stddev", "p50", "p90", "p95", "p99", "max")))
+    if summary.get("output_tokens_source"):
+        lines.append("output tokens counted from: " + ", ".join(
+            f"{k} {v}" for k, v in summary["output_tokens_source"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,176 @@
+"""tokenstorm's options on Locust's own parser (CLI, .conf files and LOCUST_* variables alike).
+
+Types and ranges are checked by argparse (Locust prints `locust: error: argument ...` and
+exits 2); the rest (host URL, results folder, prompt file, key, model) by Settings.build(),
+whose OptionError becomes one line on stderr and exit code 2 before any load is sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..httpclient import Target
+from ..records import check_writable
+from ..stream import Timeouts
+
+DEFAULT_PROMPT = ("You are helping with a load test. Write a short, friendly paragraph about why measuring "
+                  "time to first token matters for chat applications.")
+APIS = {"chat": "/chat/completions", "completions": "/completions"}
+
+
+class OptionError(Exception):
+    """A bad option value; the message is one line naming the option."""
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 2:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
+    return value
+
+
+def _header(text: str) -> str:
+    name, sep, _value = text.partition(":")
+    if not sep or not name.strip() or any(c in text for c in "\r\n"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'Name: value'")
+    return text
+
+
+def add_arguments(parser) -> None:
+    group = parser.add_argument_group("tokenstorm", "Streaming LLM load test options")
+    group.add_argument("--total-requests", type=_non_negative_int, default=0, metavar="N",
+                       help="Send exactly N requests in total, then end the run (in-flight requests finish). "
+                            "0 = no limit.")
+    group.add_argument("--results-dir", default="", metavar="DIR",
+                       help="Folder for per-request records and run metadata (default: results/<timestamp>)")
+    group.add_argument("--model", default="", help="Model name (default: the first of GET /v1/models)")
+    group.add_argument("--api", choices=sorted(APIS), default="chat",
+                       help="chat = /v1/chat/completions, completions = legacy /v1/completions")
+    group.add_argument("--endpoint-path", default="", metavar="PATH",
+                       help="Request path, overriding the one --api implies (relative to --host)")
+    group.add_argument("--max-tokens", type=_non_negative_int, default=256, metavar="N",
+                       help="max_tokens of every request (0 = do not send it)")
+    group.add_argument("--ignore-eos", action="store_true", default=False,
+                       help="Send ignore_eos: true (vLLM and the mock then emit exactly max-tokens tokens)")
+    group.add_argument("--temperature", type=_temperature, default=None, help="Sampling temperature")
+    group.add_argument("--prompt", default="", help="The user message of every request")
+    group.add_argument("--prompt-file", default="", metavar="FILE", help="Read the user message from FILE")
+    group.add_argument("--no-include-usage", action="store_true", default=False,
+                       help="Do not ask for stream_options.include_usage (for servers that reject it)")
+    group.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                       help="Environment variable holding the API key (sent as a Bearer token)")
+    group.add_argument("--header", action="append", type=_header, default=[], metavar="'NAME: VALUE'",
+                       help="Extra request header (repeatable)")
+    group.add_argument("--slo-ttft-ms", type=_positive_float, default=None, metavar="MS",
+                       help="Goodput SLO: TTFT at most this")
+    group.add_argument("--slo-tpot-ms", type=_positive_float, default=None, metavar="MS",
+                       help="Goodput SLO: TPOT at most this")
+    group.add_argument("--slo-e2e-ms", type=_positive_float, default=None, metavar="MS",
+                       help="Goodput SLO: E2E at most this")
+    group.add_argument("--connect-timeout", type=_positive_float, default=10.0, metavar="S",
+                       help="Seconds to open a connection")
+    group.add_argument("--first-token-timeout", type=_positive_float, default=120.0, metavar="S",
+                       help="Seconds from sending a request to its first output token")
+    group.add_argument("--stall-timeout", type=_positive_float, default=30.0, metavar="S",
+                       help="Longest silence between output chunks, in seconds")
+    group.add_argument("--request-timeout", type=_positive_float, default=600.0, metavar="S",
+                       help="Seconds from sending a request to the end of its stream")
+
+
+@dataclass
+class Settings:
+    target: Target
+    path: str
+    api: str
+    model: str
+    max_tokens: int
+    ignore_eos: bool
+    temperature: float | None
+    prompt: str
+    include_usage: bool
+    api_key_env: str
+    api_key: str | None  # never logged, never written
+    extra_headers: list[tuple[str, str]]
+    total_requests: int
+    results_dir: Path
+    timeouts: Timeouts
+    slos: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, options, host: str | None, results_dir: Path) -> Settings:
+        if not host:
+            raise OptionError("no target: give --host URL (e.g. --host http://127.0.0.1:8082)")
+        try:
+            target = Target.parse(host)
+        except ValueError as exc:
+            raise OptionError(f"--host: {exc}") from None
+        prompt = options.prompt or DEFAULT_PROMPT
+        if options.prompt_file:
+            try:
+                prompt = Path(options.prompt_file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise OptionError(f"--prompt-file {options.prompt_file}: cannot read it ({exc})") from None
+            if not prompt.strip():
+                raise OptionError(f"--prompt-file {options.prompt_file}: the file is empty")
+        try:
+            check_writable(results_dir)
+        except OSError as exc:
+            raise OptionError(f"--results-dir {results_dir}: cannot write there ({exc.strerror or exc})") from None
+        if options.max_tokens == 0 and options.ignore_eos:
+            raise OptionError("--ignore-eos needs --max-tokens > 0")
+        base = target.base_path
+        path = options.endpoint_path or ((base if base.endswith("/v1") else base + "/v1") + APIS[options.api])
+        if not path.startswith("/"):
+            path = base + "/" + path
+        headers = []
+        for raw in options.header or []:
+            name, _, value = raw.partition(":")
+            headers.append((name.strip(), value.strip()))
+        slos = {"ttft_ms": options.slo_ttft_ms, "tpot_ms": options.slo_tpot_ms, "e2e_ms": options.slo_e2e_ms}
+        return cls(
+            target=target, path=path, api=options.api, model=options.model, max_tokens=options.max_tokens,
+            ignore_eos=options.ignore_eos, temperature=options.temperature, prompt=prompt,
+            include_usage=not options.no_include_usage, api_key_env=options.api_key_env,
+            api_key=os.environ.get(options.api_key_env) or None, extra_headers=headers,
+            total_requests=options.total_requests, results_dir=results_dir,
+            timeouts=Timeouts(options.connect_timeout, options.first_token_timeout, options.stall_timeout,
+                              options.request_timeout),
+            slos={k: v for k, v in slos.items() if v})
+
+    def public(self) -> dict:
+        """The settings as written to run metadata: everything but secrets."""
+        return {
+            "host": self.target.origin + self.target.base_path, "path": self.path, "api": self.api,
+            "model": self.model, "max_tokens": self.max_tokens, "ignore_eos": self.ignore_eos,
+            "temperature": self.temperature, "prompt_chars": len(self.prompt), "include_usage": self.include_usage,
+            "api_key_env": self.api_key_env, "api_key_set": self.api_key is not None,
+            "extra_headers": [name for name, _ in self.extra_headers],  # values may be secrets
+            "total_requests": self.total_requests, "results_dir": str(self.results_dir),
+            "timeouts": self.timeouts.__dict__, "slos": self.slos,
+        }

@@ -1,0 +1,283 @@
+"""One process's share of a run: settings, request, records, quota, self-check, Locust events.
+
+`install(events)` hooks tokenstorm into Locust; locustfiles only define User classes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import gevent
+from locust import events as locust_events
+
+from .. import tokenizer
+from ..formats import OpenAIChat, OpenAICompletions
+from ..httpclient import Connection, ConnectionLost, HTTPError
+from ..monitor import Monitor
+from ..records import RecordWriter
+from ..stream import Record
+from .options import OptionError, Settings, add_arguments
+
+LOG_PREFIX = "tokenstorm:"
+
+
+class StreamFailure(Exception):
+    """The exception Locust is given for a failed request (its message groups the failures table)."""
+
+
+class Quota:
+    """--total-requests in one process: claim a ticket before a request, complete it after."""
+
+    def __init__(self, total: int, on_exhausted):
+        self.total = total
+        self.claimed = 0
+        self.completed = 0
+        self._on_exhausted = on_exhausted
+
+    def claim(self) -> bool:
+        if self.total and self.claimed >= self.total:
+            return False
+        self.claimed += 1
+        return True
+
+    def complete(self) -> None:
+        self.completed += 1
+        if self.total and self.completed >= self.total:
+            self._on_exhausted()
+
+
+class Run:
+    def __init__(self, environment, settings: Settings, worker_id: str = "local"):
+        self.environment = environment
+        self.settings = settings
+        self.worker_id = worker_id
+        self.format = OpenAIChat() if settings.api == "chat" else OpenAICompletions()
+        self.headers = [("Content-Type", "application/json"), ("Accept", "text/event-stream"),
+                        ("Accept-Encoding", "identity")]
+        if settings.api_key:
+            self.headers.append(("Authorization", f"Bearer {settings.api_key}"))
+        self.headers += settings.extra_headers
+        self.body = json.dumps(self.request_body()).encode()
+        self.prompt_tokens = tokenizer.count_tokens(settings.prompt) + 6  # OpenAI's chat framing
+        self.quota = Quota(settings.total_requests, self._quota_done)
+        self.monitor = Monitor()
+        self.writer: RecordWriter | None = None
+        self.started: float | None = None
+        self.ended: float | None = None
+        self._sequence = itertools.count()
+        self._users = itertools.count()
+
+    # -- the request ---------------------------------------------------------------------
+    def request_body(self) -> dict:
+        s = self.settings
+        body: dict = {"model": s.model, "stream": True}
+        if s.api == "chat":
+            body["messages"] = [{"role": "user", "content": s.prompt}]
+        else:
+            body["prompt"] = s.prompt
+        if s.include_usage:
+            body["stream_options"] = {"include_usage": True}
+        if s.max_tokens:
+            body["max_tokens"] = s.max_tokens
+        if s.ignore_eos:
+            body["ignore_eos"] = True
+        if s.temperature is not None:
+            body["temperature"] = s.temperature
+        return body
+
+    def connection(self) -> Connection:
+        return Connection(self.settings.target, self.settings.timeouts.connect_s)
+
+    def next_user_id(self) -> int:
+        return next(self._users)
+
+    def new_record(self, user_id: int) -> Record:
+        return Record(request_id=f"{self.worker_id}-{next(self._sequence)}", worker_id=self.worker_id,
+                      user_id=user_id, scenario="default", upstream=self.settings.target.origin,
+                      model=self.settings.model)
+
+    # -- results -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.writer is None:
+            self.writer = RecordWriter(self.settings.results_dir / f"requests-{self.worker_id}.csv")
+            self.started = time.time()
+        self.monitor.start(on_sample=lambda _sample: self.writer and self.writer.flush())
+
+    def stop(self) -> None:
+        self.monitor.stop()
+        if self.writer:
+            self.writer.flush()
+        self.ended = time.time()
+
+    def finish(self, record: Record) -> None:
+        """Write the record and tell Locust: one request event, then TTFT/TPOT when it succeeded."""
+        if self.writer is not None:
+            self.writer.write(record)
+        self.monitor.done += 1
+        if record.error_type == "cancelled":
+            return
+        fire = self.environment.events.request.fire
+        name = self.settings.path
+        exception = None if record.ok else StreamFailure(_failure_label(record))
+        fire(request_type="POST", name=name, response_time=record.total_ms or record.e2e_ms or 0,
+             response_length=record.output_tokens or 0, exception=exception, context={"request_id": record.request_id})
+        if record.ok and record.ttft_ms is not None:
+            fire(request_type="TTFT", name=name, response_time=record.ttft_ms, response_length=0,
+                 exception=None, context={})
+            if record.tpot_ms is not None:
+                fire(request_type="TPOT", name=name, response_time=record.tpot_ms, response_length=0,
+                     exception=None, context={})
+        self.quota.complete()
+
+    def _quota_done(self) -> None:
+        runner = self.environment.runner
+        if runner is not None:
+            gevent.spawn_later(0, runner.quit)
+
+    def write_metadata(self) -> None:
+        monitor = self.monitor.summary()
+        meta = {"worker_id": self.worker_id, "started": self.started, "ended": self.ended,
+                "records": self.writer.count if self.writer else 0, "settings": self.settings.public(),
+                "client": monitor, "versions": _versions()}
+        folder = self.settings.results_dir
+        (folder / f"run-{self.worker_id}.json").write_text(json.dumps(meta, indent=2))
+        with open(folder / f"monitor-{self.worker_id}.csv", "w", encoding="utf-8") as f:
+            f.write("t,cpu_pct,loop_lag_ms,in_flight,done\n")
+            for s in self.monitor.samples:
+                f.write(f"{s.t:.3f},{s.cpu_pct:.1f},{s.loop_lag_ms:.3f},{s.in_flight},{s.done}\n")
+
+
+def _failure_label(record: Record) -> str:
+    if record.error_type == "http_status":
+        return record.error[:160]
+    return record.error_type
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("tokenstorm", "locust", "gevent", "tiktoken"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+# -- model and key discovery ------------------------------------------------------------
+def probe_models(settings: Settings) -> tuple[int, list[str]]:
+    """GET <base>/v1/models with the key (if any): (HTTP status, model ids)."""
+    base = settings.target.base_path
+    path = (base if base.endswith("/v1") else base + "/v1") + "/models"
+    conn = Connection(settings.target, settings.timeouts.connect_s)
+    conn.deadline = time.monotonic() + settings.timeouts.connect_s + 10
+    headers = [("Accept", "application/json")]
+    if settings.api_key:
+        headers.append(("Authorization", f"Bearer {settings.api_key}"))
+    try:
+        response, _ = conn.request("GET", path, headers)
+        body = response.read_all()
+    except (HTTPError, ConnectionLost) as exc:
+        raise OptionError(f"cannot reach --host {settings.target.origin}: {exc}") from None
+    finally:
+        conn.close()
+    ids = []
+    if response.status == 200:
+        try:
+            ids = [m["id"] for m in json.loads(body).get("data", []) if isinstance(m, dict) and m.get("id")]
+        except (ValueError, AttributeError):
+            ids = []
+    return response.status, ids
+
+
+def resolve(settings: Settings) -> Settings:
+    """Check the key against the target and pick a model when none was given."""
+    if settings.api_key is None or not settings.model:
+        status, ids = probe_models(settings)
+        if settings.api_key is None and status in (401, 403):
+            raise OptionError(f"{settings.api_key_env} is not set and {settings.target.origin} answered {status} "
+                              f"to GET /v1/models: export {settings.api_key_env}=<your key>")
+        if not settings.model:
+            if status != 200 or not ids:
+                raise OptionError(f"no --model given and GET /v1/models on {settings.target.origin} gave "
+                                  f"{'no models' if status == 200 else f'HTTP {status}'}: pass --model NAME")
+            settings.model = ids[0]
+    return settings
+
+
+# -- Locust wiring ----------------------------------------------------------------------
+RUN: Run | None = None
+
+
+def current() -> Run:
+    if RUN is None:
+        raise RuntimeError("tokenstorm is not set up: load it with tokenstorm.loadgen.run.install()")
+    return RUN
+
+
+def _fail(message: str) -> None:
+    print(f"{LOG_PREFIX} {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def _results_dir(options) -> Path:
+    return Path(options.results_dir or time.strftime("results/%Y%m%d-%H%M%S"))
+
+
+def prepare(environment) -> Run:
+    """Build this process's Run from the parsed options (and the host of the test being started)."""
+    global RUN
+    options = environment.parsed_options
+    host = environment.host or getattr(options, "host", None)
+    settings = resolve(Settings.build(options, host, _results_dir(options)))
+    RUN = Run(environment, settings)
+    return RUN
+
+
+def install(events=locust_events) -> None:
+    @events.init_command_line_parser.add_listener
+    def _arguments(parser):
+        add_arguments(parser)
+
+    @events.init.add_listener
+    def _init(environment, **_kwargs):
+        options = environment.parsed_options
+        if options is None or not options.headless:
+            return  # the web UI sets host and options when a test starts
+        try:
+            prepare(environment)
+        except OptionError as exc:
+            _fail(str(exc))
+
+    @events.test_start.add_listener
+    def _test_start(environment, **_kwargs):
+        run = RUN
+        if run is None or run.environment is not environment:
+            try:
+                run = prepare(environment)
+            except OptionError as exc:
+                print(f"{LOG_PREFIX} {exc}", file=sys.stderr, flush=True)
+                if environment.runner is not None:
+                    gevent.spawn_later(0, environment.runner.quit)
+                return
+        run.start()
+
+    @events.test_stop.add_listener
+    def _test_stop(environment, **_kwargs):
+        if RUN is not None:
+            RUN.stop()
+
+    @events.quit.add_listener
+    def _quit(exit_code, **_kwargs):
+        if RUN is None or RUN.writer is None:
+            return
+        RUN.writer.close()
+        RUN.write_metadata()
+        from .report import final_report
+
+        final_report(RUN)

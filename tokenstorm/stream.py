@@ -1,0 +1,246 @@
+"""Stream accounting: send one streaming request, time it to the chunk, classify how it ended.
+
+Every request ends as exactly one Record, ok or an error of one class, and a failed stream
+keeps the timings it reached. The metric definitions are the README's (and DESIGN.md's).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from gevent import GreenletExit
+
+from . import tokenizer
+from .formats import Format
+from .httpclient import Connection, ConnectionLost, HTTPError
+from .sse import SSEDecoder
+
+ERROR_TYPES = ("connect", "http_status", "timeout_first_token", "stall", "timeout_total", "sse_error",
+               "truncated", "malformed", "protocol", "cancelled")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float = 10.0
+    first_token_s: float = 120.0  # request sent -> first output chunk (prefill and queueing)
+    stall_s: float = 30.0  # longest silence between output chunks
+    total_s: float = 600.0  # request sent -> end of stream
+
+
+@dataclass
+class Record:
+    """One request attempt; the CSV columns of DIR/requests-<worker>.csv, in this order."""
+
+    request_id: str = ""
+    worker_id: str = ""
+    user_id: int = 0
+    scenario: str = ""
+    upstream: str = ""
+    model: str = ""
+    t_start: float = 0.0  # unix seconds when the request was sent
+    status: str = "ok"
+    error_type: str = ""
+    error: str = ""
+    http_status: int | None = None
+    connect_ms: float | None = None
+    ttfb_ms: float | None = None
+    ttft_ms: float | None = None
+    ttfvt_ms: float | None = None
+    e2e_ms: float | None = None
+    total_ms: float | None = None
+    tpot_ms: float | None = None
+    itl_mean_ms: float | None = None
+    itl_max_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    output_tokens_source: str = ""
+    output_tokens_usage: int | None = None
+    output_tokens_tokenizer: int | None = None
+    reasoning_tokens: int | None = None
+    chunks: int = 0
+    finish_reason: str = ""
+    tokens_per_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+RECORD_FIELDS = list(Record.__dataclass_fields__)
+
+
+@dataclass
+class StreamAccount:
+    """Instants (time.monotonic) and values of one stream, filled as its events arrive."""
+
+    t_sent: float = 0.0
+    t_headers: float | None = None
+    t_first: float | None = None  # first output (content, reasoning, tool call)
+    t_first_visible: float | None = None
+    t_last: float | None = None
+    chunks: int = 0
+    gap_sum: float = 0.0
+    gap_max: float = 0.0
+    texts: list[str] = field(default_factory=list)
+    finish_reason: str = ""
+    usage_prompt: int | None = None
+    usage_completion: int | None = None
+    usage_reasoning: int | None = None
+    saw_done: bool = False
+    error_type: str = ""
+    error: str = ""
+
+    def output(self, t: float, text: str, visible: bool) -> None:
+        last = self.t_last
+        if last is None:
+            self.t_first = t
+        else:
+            gap = t - last
+            self.gap_sum += gap
+            if gap > self.gap_max:
+                self.gap_max = gap
+        if visible and self.t_first_visible is None:
+            self.t_first_visible = t
+        self.t_last = t
+        self.chunks += 1
+        self.texts.append(text)
+
+    def finish(self, reason: str) -> None:
+        self.finish_reason = reason
+
+    def usage(self, prompt_tokens, completion_tokens, reasoning_tokens=None) -> None:
+        if isinstance(prompt_tokens, int):
+            self.usage_prompt = prompt_tokens
+        if isinstance(completion_tokens, int):
+            self.usage_completion = completion_tokens
+        if isinstance(reasoning_tokens, int):
+            self.usage_reasoning = reasoning_tokens
+
+    def fail(self, error_type: str, message: str) -> None:
+        if not self.error_type:  # the first failure is the one that counts
+            self.error_type, self.error = error_type, message
+
+    def done(self) -> None:
+        self.saw_done = True
+
+
+def _ms(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round((b - a) * 1000, 3)
+
+
+def _http_error_message(status: int, reason: str, body: bytes) -> str:
+    try:
+        obj = json.loads(body)
+        error = obj.get("error", obj) if isinstance(obj, dict) else obj
+        message = error.get("message") if isinstance(error, dict) else str(error)
+    except ValueError:
+        message = body.decode("utf-8", "replace").strip()[:200]
+    return f"HTTP {status} {reason}: {message}".strip().rstrip(":") if message else f"HTTP {status} {reason}"
+
+
+def stream_request(conn: Connection, path: str, body: bytes, headers: list[tuple[str, str]], fmt: Format,
+                   timeouts: Timeouts, record: Record, prompt_tokens: int | None = None) -> Record:
+    """Send a streaming POST on `conn`; fill `record` with what happened and return it."""
+    account = StreamAccount()
+    record.t_start = time.time()
+    t_end = None
+    try:
+        conn.deadline = time.monotonic() + min(timeouts.first_token_s, timeouts.total_s)
+        response, account.t_sent = conn.request("POST", path, headers, body, timeout_kind="timeout_first_token")
+        record.t_start = time.time() - (time.monotonic() - account.t_sent)
+        record.connect_ms = None if conn.connect_s is None else round(conn.connect_s * 1000, 3)
+        account.t_headers = response.t_headers
+        record.http_status = response.status
+        total_deadline = account.t_sent + timeouts.total_s
+        if response.status >= 400:
+            conn.deadline = total_deadline
+            message = _http_error_message(response.status, response.reason, response.read_all(64 * 1024))
+            account.fail("http_status", message)
+        else:
+            _read_events(conn, response, fmt, account, timeouts, total_deadline)
+        t_end = time.monotonic()
+    except HTTPError as exc:
+        kind = exc.kind
+        if kind.startswith("timeout") or kind == "stall":
+            limit = {"timeout_first_token": timeouts.first_token_s, "stall": timeouts.stall_s,
+                     "timeout_total": timeouts.total_s}.get(kind, 0)
+            what = {"timeout_first_token": "no output token", "stall": "no output chunk",
+                    "timeout_total": "stream not finished"}.get(kind, kind)
+            account.fail(kind, f"{what} within {limit:g} s")
+        else:
+            account.fail(kind, str(exc))
+        conn.close()
+    except ConnectionLost as exc:
+        account.fail("truncated", f"{exc} after {account.chunks} output chunks")
+        conn.close()
+    except GreenletExit:  # the run is stopping: keep what this stream reached, the caller re-raises
+        account.fail("cancelled", "the run stopped before the stream ended")
+        conn.close()
+    finally:
+        conn.deadline = float("inf")
+    if not account.error_type and not (account.saw_done or account.finish_reason):
+        account.fail("truncated", f"stream ended without finish_reason or [DONE] after {account.chunks} "
+                     "output chunks")
+    if account.error_type and account.error_type not in ("http_status",):
+        conn.close()  # the connection's state is unknown after a failed stream
+    return _finish_record(record, account, t_end, prompt_tokens)
+
+
+def _read_events(conn: Connection, response, fmt: Format, account: StreamAccount, timeouts: Timeouts,
+                 total_deadline: float) -> None:
+    decoder = SSEDecoder()
+    stall, first_deadline = timeouts.stall_s, account.t_sent + timeouts.first_token_s
+    handle = fmt.handle
+    for data, t in response.read_body():
+        for event, payload in decoder.feed(data):
+            handle(event, payload, t, account)
+        if account.error_type:
+            return
+        # the next read's deadline: the first token, then the stall limit, never past the total
+        if account.t_last is None:
+            deadline, kind = first_deadline, "timeout_first_token"
+        else:
+            deadline, kind = account.t_last + stall, "stall"
+        if total_deadline < deadline:
+            deadline, kind = total_deadline, "timeout_total"
+        conn.deadline, conn.timeout_kind = deadline, kind
+
+
+def _finish_record(record: Record, account: StreamAccount, t_end: float | None,
+                   prompt_tokens: int | None) -> Record:
+    t0 = account.t_sent
+    record.ttfb_ms = _ms(t0, account.t_headers) if t0 else None
+    record.ttft_ms = _ms(t0, account.t_first) if t0 else None
+    record.ttfvt_ms = _ms(t0, account.t_first_visible) if t0 else None
+    record.e2e_ms = _ms(t0, account.t_last) if t0 else None
+    record.total_ms = _ms(t0, t_end) if t0 and t_end else None
+    record.chunks = account.chunks
+    record.finish_reason = account.finish_reason
+    record.output_tokens_usage = account.usage_completion
+    record.reasoning_tokens = account.usage_reasoning
+    record.input_tokens = account.usage_prompt if account.usage_prompt is not None else prompt_tokens
+    if account.texts:
+        text = "".join(account.texts)
+        counter = tokenizer.count_tokens_offloaded if len(text) >= tokenizer.OFFLOAD_CHARS else tokenizer.count_tokens
+        record.output_tokens_tokenizer = counter(text)
+    elif account.chunks == 0 and account.t_headers is not None:
+        record.output_tokens_tokenizer = 0
+    if account.usage_completion is not None:
+        record.output_tokens, record.output_tokens_source = account.usage_completion, "usage"
+    elif record.output_tokens_tokenizer is not None:
+        record.output_tokens, record.output_tokens_source = record.output_tokens_tokenizer, "tokenizer"
+    else:
+        record.output_tokens, record.output_tokens_source = account.chunks, "chunks"
+    if account.chunks > 1:
+        record.itl_mean_ms = round(account.gap_sum / (account.chunks - 1) * 1000, 3)
+        record.itl_max_ms = round(account.gap_max * 1000, 3)
+    n = record.output_tokens or 0
+    if record.ttft_ms is not None and record.e2e_ms is not None and n > 1:
+        record.tpot_ms = round((record.e2e_ms - record.ttft_ms) / (n - 1), 4)
+    if record.e2e_ms and n:
+        record.tokens_per_s = round(n / (record.e2e_ms / 1000), 3)
+    if account.error_type:
+        record.status, record.error_type, record.error = "error", account.error_type, account.error
+    return record
