@@ -79,6 +79,8 @@ def describe(values: pd.Series) -> dict:
 
 def summarize(records: pd.DataFrame, slos: dict[str, float] | None = None) -> dict:
     """Totals, failures by class, throughput, goodput and exact latency statistics."""
+    cancelled = int((records["error_type"] == "cancelled").sum())
+    records = records[records["error_type"] != "cancelled"]  # cut off by the end of the run, not failures
     total = len(records)
     ok = records[records["status"] == "ok"]
     failed = records[records["status"] != "ok"]
@@ -90,6 +92,7 @@ def summarize(records: pd.DataFrame, slos: dict[str, float] | None = None) -> di
         "ok": len(ok),
         "failed": len(failed),
         "failure_ratio": (len(failed) / total) if total else 0.0,
+        "cancelled": cancelled,
         "failures_by_class": {str(k): int(v) for k, v in failed["error_type"].value_counts().items()},
         "window_s": round(window, 3),
         "throughput_req_s": (len(ok) / window) if window > 0 else 0.0,
@@ -122,6 +125,8 @@ def format_report(summary: dict, title: str = "tokenstorm report") -> str:
     lines = [f"=== {title} ===",
              f"requests {summary['requests']}   ok {summary['ok']}   failed {summary['failed']} "
              f"({summary['failure_ratio']:.2%} of requests)   window {summary['window_s']:.1f} s"]
+    if summary.get("cancelled"):
+        lines.append(f"cancelled {summary['cancelled']} (still streaming when the run ended; not counted above)")
     if summary["failures_by_class"]:
         lines.append("failures: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["failures_by_class"].items())))
     if summary.get("failures_by_status"):

@@ -32,8 +32,11 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[Event]:
         """The events completed by `chunk` (possibly none)."""
-        if not self._started:
-            if not chunk:
+        if not self._started:  # a UTF-8 BOM may open the stream, possibly split across reads
+            chunk = self._buf + chunk
+            self._buf = b""
+            if len(chunk) < 3 and b"\xef\xbb\xbf".startswith(chunk):
+                self._buf = chunk
                 return []
             self._started = True
             if chunk.startswith(b"\xef\xbb\xbf"):
