@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 from gevent.server import StreamServer
 
+from tokenstorm.clocks import realtime_to_monotonic
+
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _CMSG_SPACE = socket.CMSG_SPACE(16)
 MAX_HEAD = 64 * 1024
@@ -89,7 +91,7 @@ class _Connection:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(payload) >= 16:
                 sec, nsec = struct.unpack("qq", payload[:16])
                 # Realtime -> monotonic; clamp against clock steps.
-                stamped = now - (time.time() - (sec + nsec * 1e-9))
+                stamped = realtime_to_monotonic(sec + nsec * 1e-9, now)
                 arrival = min(now, max(stamped, now - 1.0))
         if not self.buf:
             self.arrival = arrival

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 from gevent import socket as gsocket
 from gevent import ssl as gssl
 
+from .clocks import realtime_to_monotonic
+
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _CMSG_SPACE = socket.CMSG_SPACE(16)
 READ_SIZE = 65536
@@ -267,8 +269,8 @@ class Connection:
                 for level, kind, payload in ancdata:
                     if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET:
                         sec, nsec = struct.unpack("qq", payload[:16])
-                        stamped = now - (time.time() - (sec + nsec * 1e-9))
-                        if now - 1.0 < stamped < now:
+                        stamped = realtime_to_monotonic(sec + nsec * 1e-9, now)
+                        if now - 1.0 < stamped <= now:
                             return data, stamped
                 return data, now
             data = sock.recv(READ_SIZE)
