@@ -151,3 +151,14 @@ def test_model_is_discovered_and_output_matches_the_tokenizer(shared_mock, tmp_p
     assert (df["model"] == "mock-llm").all() and (df["output_tokens_source"] == "tokenizer").all()
     assert (df["output_tokens"] == 24).all() and df["output_tokens_usage"].isna().all()
     assert count_tokens("x") == 1
+
+
+def test_conf_file_and_environment_variables(shared_mock, tmp_path):
+    """Options work from a .conf file, LOCUST_* variables and the command line (which wins)."""
+    result = run_locust(shared_mock.url, "--config", str(ROOT / "configs" / "locust" / "mock-quick.conf"),
+                        "--results-dir", str(tmp_path), "-u", "2", extra_env={"LOCUST_TOTAL_REQUESTS": "7"})
+    assert result.returncode == 0, result.stderr[-1500:]
+    df = records(tmp_path)
+    assert len(df) == 7 and df["user_id"].nunique() == 2
+    meta = json.loads((tmp_path / "run-local.json").read_text())
+    assert meta["settings"]["max_tokens"] == 128 and meta["settings"]["slos"] == {"ttft_ms": 500, "tpot_ms": 50}

@@ -62,8 +62,19 @@ def _header(text: str) -> str:
     return text
 
 
+class _Group:
+    """An argument group whose options can also be set as LOCUST_<NAME> environment variables."""
+
+    def __init__(self, group):
+        self._group = group
+
+    def add_argument(self, flag: str, **kwargs):
+        kwargs.setdefault("env_var", "LOCUST_" + flag.lstrip("-").replace("-", "_").upper())
+        return self._group.add_argument(flag, **kwargs)
+
+
 def add_arguments(parser) -> None:
-    group = parser.add_argument_group("tokenstorm", "Streaming LLM load test options")
+    group = _Group(parser.add_argument_group("tokenstorm", "Streaming LLM load test options"))
     group.add_argument("--total-requests", type=_non_negative_int, default=0, metavar="N",
                        help="Send exactly N requests in total, then end the run (in-flight requests finish). "
                             "0 = no limit.")
