@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import sseclient  # noqa: E402
+import sseclient
 
-from tokenstorm.sse import SSEDecoder  # noqa: E402
+from tokenstorm.sse import SSEDecoder
 
 N = 20_000
 

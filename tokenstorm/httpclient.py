@@ -21,8 +21,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gevent import getcurrent
 from gevent import socket as gsocket
 from gevent import ssl as gssl
+from gevent.hub import get_hub
 
 from .clocks import realtime_to_monotonic
 
@@ -207,8 +209,11 @@ class Connection:
         self.pending = b""  # bytes read past the end of the previous response
         self._ssl_context = ssl_context
         self._stamped = False
-        self.deadline = float("inf")  # reads fail with HTTPError('timeout') after this instant
+        self.deadline = float("inf")  # reads fail with HTTPError(timeout_kind) after this instant
         self.timeout_kind = "timeout"
+        self._timer = None
+        self._armed_for = float("inf")
+        self._reader = None  # the greenlet blocked in recv(), interrupted when the deadline passes
         self.connect_s: float | None = None  # time the last connect took (None: reused)
 
     def close(self) -> None:
@@ -229,6 +234,7 @@ class Connection:
             raise HTTPError("connect", f"connect to {self.target.host}:{self.target.port} failed: "
                             f"{exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)  # reads are bounded by the connection's deadline timer instead
         if self.target.scheme == "https":
             context = self._ssl_context or gssl.create_default_context()
             try:
@@ -246,11 +252,31 @@ class Connection:
         self.sock = sock
         self.connect_s = time.monotonic() - t0
 
-    def _settimeout(self) -> None:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise HTTPError(self.timeout_kind, "deadline passed")
-        self.sock.settimeout(remaining)
+    # Timeouts: one lazily re-armed timer per connection instead of a socket timeout, which in
+    # gevent costs a Timeout object and a timer per blocking read (per chunk, on paced streams).
+    # Moving `deadline` later is a plain assignment; the timer, when it fires, re-arms itself
+    # for the new deadline or interrupts the read it was guarding.
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = get_hub().loop.timer(max(0.0, self.deadline - time.monotonic()))
+        self._armed_for = self.deadline
+        self._timer.start(self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._armed_for = float("inf")
+        if self.deadline == float("inf"):
+            return
+        if time.monotonic() < self.deadline:
+            self._arm()
+        elif self._reader is not None:
+            self._reader.throw(HTTPError(self.timeout_kind, "deadline passed"))
+
+    def disarm(self) -> None:
+        self.deadline = float("inf")
+        if self._timer is not None:
+            self._timer.stop()
+            self._armed_for = float("inf")
 
     def recv(self) -> tuple[bytes, float]:
         """(bytes, arrival time); b'' when the peer closed. Raises HTTPError on timeout."""
@@ -261,7 +287,11 @@ class Connection:
         if sock is None:
             return b"", time.monotonic()
         if self.deadline != float("inf"):
-            self._settimeout()
+            if time.monotonic() >= self.deadline:
+                raise HTTPError(self.timeout_kind, "deadline passed")
+            if self.deadline < self._armed_for or self._armed_for == float("inf"):
+                self._arm()
+        self._reader = getcurrent()
         try:
             if self._stamped:
                 data, ancdata, _flags, _addr = sock.recvmsg(READ_SIZE, _CMSG_SPACE)
@@ -275,12 +305,12 @@ class Connection:
                 return data, now
             data = sock.recv(READ_SIZE)
             return data, time.monotonic()
-        except TimeoutError:
-            raise HTTPError(self.timeout_kind, "read timed out") from None
         except OSError as exc:
             if isinstance(exc, ConnectionResetError):
                 raise ConnectionLost("connection reset by peer") from None
             raise ConnectionLost(f"connection failed: {exc.strerror or exc}") from None
+        finally:
+            self._reader = None
 
     def request(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"",
                 timeout_kind: str = "timeout") -> tuple[Response, float]:

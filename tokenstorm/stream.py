@@ -179,7 +179,7 @@ def stream_request(conn: Connection, path: str, body: bytes, headers: list[tuple
         account.fail("cancelled", "the run stopped before the stream ended")
         conn.close()
     finally:
-        conn.deadline = float("inf")
+        conn.disarm()
     if not account.error_type and not (account.saw_done or account.finish_reason):
         account.fail("truncated", f"stream ended without finish_reason or [DONE] after {account.chunks} "
                      "output chunks")
