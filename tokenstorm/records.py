@@ -34,7 +34,11 @@ class RecordWriter:
         self.flush()
 
     def write(self, record: Record) -> None:
-        self._csv.writerow(["" if v is None else v for v in (getattr(record, f) for f in RECORD_FIELDS)])
+        self.write_row([getattr(record, f) for f in RECORD_FIELDS])
+
+    def write_row(self, row: list) -> None:
+        """A record as a list of values in RECORD_FIELDS order (as shipped by workers)."""
+        self._csv.writerow(["" if v is None else v for v in row])
         self.count += 1
 
     def flush(self) -> None:

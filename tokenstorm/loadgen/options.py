@@ -134,7 +134,7 @@ class Settings:
     slos: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, options, host: str | None, results_dir: Path) -> Settings:
+    def build(cls, options, host: str | None, results_dir: Path, check_dir: bool = True) -> Settings:
         if not host:
             raise OptionError("no target: give --host URL (e.g. --host http://127.0.0.1:8082)")
         try:
@@ -149,10 +149,11 @@ class Settings:
                 raise OptionError(f"--prompt-file {options.prompt_file}: cannot read it ({exc})") from None
             if not prompt.strip():
                 raise OptionError(f"--prompt-file {options.prompt_file}: the file is empty")
-        try:
-            check_writable(results_dir)
-        except OSError as exc:
-            raise OptionError(f"--results-dir {results_dir}: cannot write there ({exc.strerror or exc})") from None
+        if check_dir:
+            try:
+                check_writable(results_dir)
+            except OSError as exc:
+                raise OptionError(f"--results-dir {results_dir}: cannot write there ({exc.strerror or exc})") from None
         if options.max_tokens == 0 and options.ignore_eos:
             raise OptionError("--ignore-eos needs --max-tokens > 0")
         base = target.base_path

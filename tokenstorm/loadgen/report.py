@@ -22,11 +22,25 @@ def final_report(run) -> None:
         print(f"tokenstorm: no report: {exc}", flush=True)
         return
     summary = summarize(records, run.settings.slos)
-    client = run.monitor.summary()
-    summary["client"] = client
+    if run.collector is not None:  # distributed: every worker's self-check, and the lost ones
+        meta = run.collector.metadata()
+        clients = {w: facts.get("client") or {} for w, facts in meta["workers"].items()}
+        summary["workers"] = {w: {"records": facts["records"], "lost": facts["lost"]}
+                              for w, facts in meta["workers"].items()}
+        summary["lost_workers"] = meta["lost"]
+    else:
+        clients = {run.worker_id: run.monitor.summary()}
+    summary["client"] = clients
     print("\n" + format_report(summary, f"tokenstorm report: {folder}"), flush=True)
-    for warning in client.get("warnings", []):
-        print(f"WARNING: {warning}", flush=True)
+    if summary.get("workers"):
+        print("workers: " + ", ".join(f"{w} {f['records']} records" + (" (LOST)" if f["lost"] else "")
+                                      for w, f in summary["workers"].items()), flush=True)
+    for worker, facts in (summary.get("lost_workers") or {}).items():
+        print(f"WARNING: worker {worker} was lost during the run after {facts['requests_finished']} finished "
+              "requests; its in-flight requests were not recorded", flush=True)
+    for worker, client in clients.items():
+        for warning in client.get("warnings", []):
+            print(f"WARNING: {worker}: {warning}", flush=True)
     print(f"records: {folder}/requests-*.csv   one-file export: {folder}/results.json", flush=True)
     export = {"config": run.settings.public(), "summary": summary,
               "requests": [{k: _clean(v) for k, v in row.items()} for row in records.to_dict("records")]}

@@ -1,5 +1,8 @@
 """One process's share of a run: settings, request, records, quota, self-check, Locust events.
 
+A process is `local` (standalone Locust), `master` or `worker`. Standalone, records go to
+DIR/requests-local.csv. Distributed, workers ship their records to the master, which writes
+DIR/requests-w<index>.csv per worker (see distributed.py) and holds the global quota.
 `install(events)` hooks tokenstorm into Locust; locustfiles only define User classes.
 """
 
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import gevent
 from locust import events as locust_events
+from locust.runners import MasterRunner, WorkerRunner
 
 from .. import tokenizer
 from ..formats import OpenAIChat, OpenAICompletions
@@ -21,7 +25,9 @@ from ..httpclient import Connection, ConnectionLost, HTTPError
 from ..monitor import Monitor
 from ..records import RecordWriter
 from ..stream import Record
+from .distributed import WORKER_SUMMARY, MasterCollector, RecordShipper
 from .options import OptionError, Settings, add_arguments
+from .quota import TICKETS_GRANT, LocalQuota, RemoteQuota
 
 LOG_PREFIX = "tokenstorm:"
 
@@ -30,32 +36,21 @@ class StreamFailure(Exception):
     """The exception Locust is given for a failed request (its message groups the failures table)."""
 
 
-class Quota:
-    """--total-requests in one process: claim a ticket before a request, complete it after."""
-
-    def __init__(self, total: int, on_exhausted):
-        self.total = total
-        self.claimed = 0
-        self.completed = 0
-        self._on_exhausted = on_exhausted
-
-    def claim(self) -> bool:
-        if self.total and self.claimed >= self.total:
-            return False
-        self.claimed += 1
-        return True
-
-    def complete(self) -> None:
-        self.completed += 1
-        if self.total and self.completed >= self.total:
-            self._on_exhausted()
+def role_of(runner) -> str:
+    if isinstance(runner, MasterRunner):
+        return "master"
+    if isinstance(runner, WorkerRunner):
+        return "worker"
+    return "local"
 
 
 class Run:
-    def __init__(self, environment, settings: Settings, worker_id: str = "local"):
+    def __init__(self, environment, settings: Settings):
         self.environment = environment
         self.settings = settings
-        self.worker_id = worker_id
+        self.role = role_of(environment.runner)
+        runner = environment.runner
+        self.worker_id = f"w{runner.worker_index}" if self.role == "worker" else self.role
         self.format = OpenAIChat() if settings.api == "chat" else OpenAICompletions()
         self.headers = [("Content-Type", "application/json"), ("Accept", "text/event-stream"),
                         ("Accept-Encoding", "identity")]
@@ -64,9 +59,13 @@ class Run:
         self.headers += settings.extra_headers
         self.body = json.dumps(self.request_body()).encode()
         self.prompt_tokens = tokenizer.count_tokens(settings.prompt) + 6  # OpenAI's chat framing
-        self.quota = Quota(settings.total_requests, self._quota_done)
+        if self.role == "worker":
+            self.quota = RemoteQuota(settings.total_requests, lambda kind, data: runner.send_message(kind, data))
+        else:
+            self.quota = LocalQuota(settings.total_requests, self._quota_spent)
         self.monitor = Monitor()
-        self.writer: RecordWriter | None = None
+        self.writer: RecordWriter | RecordShipper | None = None
+        self.collector: MasterCollector | None = None
         self.started: float | None = None
         self.ended: float | None = None
         self._sequence = itertools.count()
@@ -101,21 +100,36 @@ class Run:
                       user_id=user_id, scenario="default", upstream=self.settings.target.origin,
                       model=self.settings.model)
 
-    # -- results -------------------------------------------------------------------------
+    # -- the test ------------------------------------------------------------------------
     def start(self) -> None:
-        if self.writer is None:
-            self.writer = RecordWriter(self.settings.results_dir / f"requests-{self.worker_id}.csv")
+        folder = self.settings.results_dir
+        if self.role == "master":
+            if self.collector is None:
+                self.collector = MasterCollector(self.environment, folder, self.settings.total_requests,
+                                                 self._quota_spent)
+        elif self.writer is None:
+            if self.role == "worker":
+                self.writer = RecordShipper(self.environment.runner, self.worker_id, self.monitor.summary)
+            else:
+                self.writer = RecordWriter(folder / f"requests-{self.worker_id}.csv")
+        if self.started is None:
             self.started = time.time()
-        self.monitor.start(on_sample=lambda _sample: self.writer and self.writer.flush())
+        flush = self.writer.flush if isinstance(self.writer, RecordWriter) else None
+        self.monitor.start(on_sample=lambda _sample: flush and flush())
 
     def stop(self) -> None:
+        if self.collector is not None:
+            self.collector.stop_watching()
         self.monitor.stop()
-        if self.writer:
-            self.writer.flush()
         self.ended = time.time()
+        if self.writer is not None:
+            self.writer.flush()
+        if self.role == "worker":
+            self.environment.runner.send_message(WORKER_SUMMARY, {"worker": self.worker_id,
+                                                                  "client": self.monitor.summary()})
 
     def finish(self, record: Record) -> None:
-        """Write the record and tell Locust: one request event, then TTFT/TPOT when it succeeded."""
+        """Keep the record and tell Locust: one request event, then TTFT/TPOT when it succeeded."""
         if self.writer is not None:
             self.writer.write(record)
         self.monitor.done += 1
@@ -134,17 +148,32 @@ class Run:
                      exception=None, context={})
         self.quota.complete()
 
-    def _quota_done(self) -> None:
+    def _quota_spent(self) -> None:
         runner = self.environment.runner
         if runner is not None:
             gevent.spawn_later(0, runner.quit)
 
+    def close(self) -> None:
+        """At the end of the process: last records out, metadata written (master/local)."""
+        if self.role == "worker":
+            if self.writer is not None:
+                self.writer.close()
+            return
+        if self.role == "master" and self.collector is not None:
+            self.collector.close()
+        if isinstance(self.writer, RecordWriter):
+            self.writer.close()
+        self.write_metadata()
+
     def write_metadata(self) -> None:
-        monitor = self.monitor.summary()
-        meta = {"worker_id": self.worker_id, "started": self.started, "ended": self.ended,
-                "records": self.writer.count if self.writer else 0, "settings": self.settings.public(),
-                "client": monitor, "versions": _versions()}
         folder = self.settings.results_dir
+        meta = {"role": self.role, "worker_id": self.worker_id, "started": self.started, "ended": self.ended,
+                "settings": self.settings.public(), "client": self.monitor.summary(), "versions": _versions()}
+        if self.collector is not None:
+            meta |= self.collector.metadata()
+            meta["records"] = sum(w["records"] for w in meta["workers"].values())
+        else:
+            meta["records"] = self.writer.count if self.writer else 0
         (folder / f"run-{self.worker_id}.json").write_text(json.dumps(meta, indent=2))
         with open(folder / f"monitor-{self.worker_id}.csv", "w", encoding="utf-8") as f:
             f.write("t,cpu_pct,loop_lag_ms,in_flight,done\n")
@@ -186,6 +215,7 @@ def probe_models(settings: Settings) -> tuple[int, list[str]]:
     except (HTTPError, ConnectionLost) as exc:
         raise OptionError(f"cannot reach --host {settings.target.origin}: {exc}") from None
     finally:
+        conn.disarm()
         conn.close()
     ids = []
     if response.status == 200:
@@ -226,16 +256,24 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def _results_dir(options) -> Path:
-    return Path(options.results_dir or time.strftime("results/%Y%m%d-%H%M%S"))
-
-
 def prepare(environment) -> Run:
-    """Build this process's Run from the parsed options (and the host of the test being started)."""
+    """Build this process's Run from the parsed options (and the host of the test being started).
+
+    The master (or a standalone process) checks everything and resolves the model and the
+    prompt file; what it resolved travels to the workers with Locust's spawn message. Workers
+    write nothing locally and read the API key from their own environment.
+    """
     global RUN
     options = environment.parsed_options
+    role = role_of(environment.runner)
+    if role != "worker" and not options.results_dir:
+        options.results_dir = time.strftime("results/%Y%m%d-%H%M%S")
     host = environment.host or getattr(options, "host", None)
-    settings = resolve(Settings.build(options, host, _results_dir(options)))
+    settings = Settings.build(options, host, Path(options.results_dir or "."), check_dir=role != "worker")
+    if role != "worker":
+        settings = resolve(settings)
+        options.model = settings.model
+        options.prompt, options.prompt_file = settings.prompt, ""
     RUN = Run(environment, settings)
     return RUN
 
@@ -247,6 +285,10 @@ def install(events=locust_events) -> None:
 
     @events.init.add_listener
     def _init(environment, **_kwargs):
+        runner = environment.runner
+        if isinstance(runner, WorkerRunner):
+            runner.register_message(TICKETS_GRANT, lambda environment, msg, **_: RUN and RUN.quota.on_grant(msg.data["n"]))
+            return  # a worker's options arrive with the master's spawn message
         options = environment.parsed_options
         if options is None or not options.headless:
             return  # the web UI sets host and options when a test starts
@@ -258,7 +300,7 @@ def install(events=locust_events) -> None:
     @events.test_start.add_listener
     def _test_start(environment, **_kwargs):
         run = RUN
-        if run is None or run.environment is not environment:
+        if run is None or run.environment is not environment or role_of(environment.runner) == "worker":
             try:
                 run = prepare(environment)
             except OptionError as exc:
@@ -283,10 +325,10 @@ def install(events=locust_events) -> None:
 
     @events.quit.add_listener
     def _quit(exit_code, **_kwargs):
-        if RUN is None or RUN.writer is None:
+        if RUN is None or (RUN.writer is None and RUN.collector is None):
             return
-        RUN.writer.close()
-        RUN.write_metadata()
-        from .report import final_report
+        RUN.close()
+        if RUN.role != "worker":
+            from .report import final_report
 
-        final_report(RUN)
+            final_report(RUN)

@@ -1,0 +1,116 @@
+"""Real Locust master + workers on 127.0.0.1: exact global quota, merged records, worker loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.stats import load_records
+from test_locust_runs import LOCUST, LOCUSTFILE
+from tokenstorm.mockproc import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")} | {"OPENAI_API_KEY": "mock-key"}
+
+
+def start_master(host: str, port: int, workers: int, *args: str) -> subprocess.Popen:
+    cmd = [LOCUST, "-f", LOCUSTFILE, "--master", "--headless", "--only-summary", "--host", host,
+           "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--expect-workers", str(workers),
+           *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+
+
+def start_worker(port: int) -> subprocess.Popen:
+    cmd = [LOCUST, "-f", LOCUSTFILE, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(), cwd=ROOT)
+
+
+def stop_all(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_master_and_two_workers_make_exactly_the_total(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", "2", "--output-tokens", "30")
+    port = free_port()
+    master = start_master(mock.url, port, 2, "-u", "30", "-r", "30", "--total-requests", "300",
+                          "--results-dir", str(tmp_path), "--csv", str(tmp_path / "locust"), "--max-tokens", "50")
+    workers = [start_worker(port) for _ in range(2)]
+    try:
+        out, err = master.communicate(timeout=120)
+    finally:
+        stop_all(master, *workers)
+    assert master.returncode == 0, err[-3000:]
+    df = load_records(tmp_path)
+    assert len(df) == 300 and df["request_id"].is_unique and (df["status"] == "ok").all()
+    assert sorted(df["worker_id"].unique()) == ["w0", "w1"]
+    assert sorted(p.name for p in tmp_path.glob("requests-*.csv")) == ["requests-w0.csv", "requests-w1.csv"]
+    stats = pd.read_csv(tmp_path / "locust_stats.csv")
+    rows = {(t, n): c for t, n, c in zip(stats["Type"], stats["Name"], stats["Request Count"], strict=True)}
+    assert rows[("POST", "/v1/chat/completions")] == 300
+    assert rows[("TTFT", "/v1/chat/completions")] == 300 and rows[("TPOT", "/v1/chat/completions")] == 300
+    meta = json.loads((tmp_path / "run-master.json").read_text())
+    per_worker = {w: facts["records"] for w, facts in meta["workers"].items()}
+    assert sum(per_worker.values()) == 300 and all(n > 0 for n in per_worker.values())
+    assert per_worker == df["worker_id"].value_counts().to_dict()
+    assert meta["tickets"] == {"total": 300, "issued": 300, "used": 300} and meta["lost"] == {}
+    assert all(facts["client"]["samples"] > 0 for facts in meta["workers"].values())
+    assert "requests 300   ok 300" in out and "workers: w0" in out
+    # options given to the master reached the workers
+    assert (df["model"] == "mock-llm").all() and (df["output_tokens"] == 30).all()
+
+
+def test_a_killed_worker_does_not_stop_the_run(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", "20", "--output-tokens", "20")  # ~0.4 s per request
+    port = free_port()
+    master = start_master(mock.url, port, 3, "-u", "30", "-r", "30", "--total-requests", "450",
+                          "--results-dir", str(tmp_path))
+    workers = [start_worker(port) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(tmp_path.glob("requests-*.csv"))) < 3:
+            time.sleep(0.2)
+        time.sleep(1.5)
+        workers[1].send_signal(signal.SIGKILL)
+        out, err = master.communicate(timeout=120)
+    finally:
+        stop_all(master, *workers)
+    assert master.returncode in (0, 1), err[-3000:]
+    df = load_records(tmp_path)
+    assert df["request_id"].is_unique
+    assert len(df) == 450  # the lost worker's unused tickets were done by the others
+    meta = json.loads((tmp_path / "run-master.json").read_text())
+    assert len(meta["lost"]) == 1
+    (lost,) = meta["lost"]
+    finished = meta["lost"][lost]["requests_finished"]
+    assert finished == (df["worker_id"] == lost).sum() > 0
+    assert f"worker {lost} was lost during the run after {finished} finished requests" in out
+
+
+def test_processes_flag_forks_workers(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "5", "--itl-ms", "1", "--output-tokens", "10")
+    port = str(free_port())
+    result = subprocess.run([LOCUST, "-f", LOCUSTFILE, "--headless", "--only-summary", "--host", mock.url,
+                             "--processes", "2", "-u", "10", "-r", "10", "--total-requests", "100",
+                             "--results-dir", str(tmp_path), "--master-bind-port", port, "--master-port", port],
+                            capture_output=True, text=True, env=env(), cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    df = load_records(tmp_path)
+    assert len(df) == 100 and df["worker_id"].nunique() == 2
+    assert Path(tmp_path / "run-master.json").exists()

@@ -1,0 +1,165 @@
+"""Master and workers: tickets for the global quota, records shipped to the master, lost workers.
+
+Records travel to the master over Locust's own ZeroMQ channel (runner.send_message), in
+batches every 0.25 s, and the master writes DIR/requests-<worker>.csv for each worker: no
+shared filesystem is needed. A worker flushes its batch when its test stops (also on SIGTERM).
+A worker killed with SIGKILL loses at most its last unsent batch and its in-flight requests;
+the master notices (Locust marks it missing after ~4 s without heartbeat), names it in the
+run metadata and the report, and gives its unused tickets to the surviving workers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import gevent
+
+from ..records import RecordWriter
+from ..stream import RECORD_FIELDS, Record
+from .quota import TICKETS_GRANT, TICKETS_REQUEST, TicketLedger
+
+RECORDS = "tokenstorm_records"  # worker -> master: {"worker": id, "rows": [[...], ...]}
+WORKER_SUMMARY = "tokenstorm_worker_summary"  # worker -> master: {"worker": id, "client": {...}}
+FLUSH_EVERY_S = 0.25
+FLUSH_ROWS = 200
+
+
+class RecordShipper:
+    """A worker's outbox of records, sent to the master in batches."""
+
+    def __init__(self, runner, worker_id: str, client_summary=None):
+        self.runner = runner
+        self.worker_id = worker_id
+        self._client_summary = client_summary  # the worker's self-check, sent along with its records
+        self.rows: list[list] = []
+        self.count = 0
+        self._greenlet = gevent.spawn(self._loop)
+
+    def write(self, record: Record) -> None:
+        self.rows.append([getattr(record, f) for f in RECORD_FIELDS])
+        self.count += 1
+        if len(self.rows) >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            rows, self.rows = self.rows, []
+            data = {"worker": self.worker_id, "rows": rows}
+            if self._client_summary is not None:
+                data["client"] = self._client_summary()
+            self.runner.send_message(RECORDS, data)
+
+    def _loop(self) -> None:
+        while True:
+            gevent.sleep(FLUSH_EVERY_S)
+            self.flush()
+
+    def close(self) -> None:
+        self._greenlet.kill(block=False)
+        self.flush()
+
+
+class MasterCollector:
+    """The master's side: tickets, per-worker record files, worker loss."""
+
+    def __init__(self, environment, results_dir: Path, total: int, on_spent):
+        self.environment = environment
+        self.runner = environment.runner
+        self.results_dir = results_dir
+        self.ledger = TicketLedger(total)
+        self._on_spent = on_spent
+        self._pending: list[tuple[str, str, int]] = []  # (client id, worker id, want)
+        self.writers: dict[str, RecordWriter] = {}
+        self.worker_of: dict[str, str] = {}  # Locust client id -> our worker id
+        self.seen: dict[str, dict] = {}  # worker id -> facts for the metadata
+        self.lost: dict[str, dict] = {}
+        self.summaries: dict[str, dict] = {}
+        runner = self.runner
+        runner.register_message(TICKETS_REQUEST, self._on_tickets)
+        runner.register_message(RECORDS, self._on_records)
+        runner.register_message(WORKER_SUMMARY, self._on_summary)
+        self._watch = gevent.spawn(self._watch_workers)
+
+    def _worker_id(self, client_id: str) -> str:
+        if client_id not in self.worker_of:
+            worker = f"w{self.runner.get_worker_index(client_id)}"
+            self.worker_of[client_id] = worker
+            self.seen[worker] = {"client_id": client_id, "first_seen": time.time()}
+        return self.worker_of[client_id]
+
+    def _on_tickets(self, environment, msg, **_kwargs) -> None:
+        worker = self._worker_id(msg.node_id)
+        want = int(msg.data.get("want", 1))
+        n = self.ledger.grant(worker, want)
+        if n:
+            self.runner.send_message(TICKETS_GRANT, {"n": n}, client_id=msg.node_id)
+        else:  # all issued: answered if a lost worker's tickets come back, else the run ends first
+            self._pending.append((msg.node_id, worker, want))
+
+    def _on_records(self, environment, msg, **_kwargs) -> None:
+        worker = msg.data["worker"]
+        self.worker_of.setdefault(msg.node_id, worker)
+        self.seen.setdefault(worker, {"client_id": msg.node_id, "first_seen": time.time()})
+        writer = self.writers.get(worker)
+        if writer is None:
+            writer = self.writers[worker] = RecordWriter(self.results_dir / f"requests-{worker}.csv")
+        rows = msg.data["rows"]
+        if msg.data.get("client"):
+            self.summaries[worker] = msg.data["client"]
+        for row in rows:
+            writer.write_row(row)
+        writer.flush()
+        used = sum(1 for row in rows if row[RECORD_FIELDS.index("error_type")] != "cancelled")
+        self.ledger.use(worker, used)
+        if self.ledger.spent:
+            self.stop_watching()  # workers now leave as the run ends; they are not lost
+            self._on_spent()
+
+    def _on_summary(self, environment, msg, **_kwargs) -> None:
+        self.summaries[msg.data["worker"]] = msg.data["client"]
+
+    def _watch_workers(self) -> None:
+        from locust.runners import STATE_MISSING
+
+        while True:
+            gevent.sleep(1.0)
+            for client_id, worker in list(self.worker_of.items()):
+                if worker in self.lost:
+                    continue
+                node = self.runner.clients.get(client_id)  # a worker that quit normally is removed
+                if node is not None and node.state == STATE_MISSING:
+                    self._lose(worker)
+
+    def _lose(self, worker: str) -> None:
+        returned = self.ledger.reclaim(worker)
+        self.lost[worker] = {"at": time.time(), "requests_finished": self.ledger.used_by.get(worker, 0),
+                             "tickets_returned": returned}
+        print(f"tokenstorm: worker {worker} was lost after {self.lost[worker]['requests_finished']} finished "
+              f"requests; {returned} unused tickets go to the other workers", flush=True)
+        pending, self._pending = self._pending, []
+        for client_id, owner, want in pending:
+            if owner in self.lost:
+                continue
+            n = self.ledger.grant(owner, want)
+            if n:
+                self.runner.send_message(TICKETS_GRANT, {"n": n}, client_id=client_id)
+            else:
+                self._pending.append((client_id, owner, want))
+
+    def stop_watching(self) -> None:
+        self._watch.kill(block=False)
+
+    def close(self) -> None:
+        self.stop_watching()
+        for writer in self.writers.values():
+            writer.close()
+
+    def metadata(self) -> dict:
+        workers = {}
+        for worker, facts in sorted(self.seen.items()):
+            workers[worker] = {**facts, "records": self.writers[worker].count if worker in self.writers else 0,
+                               "lost": worker in self.lost, "client": self.summaries.get(worker)}
+        return {"workers": workers, "lost": self.lost, "tickets": {"total": self.ledger.total,
+                                                                    "issued": self.ledger.issued,
+                                                                    "used": self.ledger.used}}
