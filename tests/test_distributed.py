@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from test_locust_runs import LOCUST, LOCUSTFILE
 
 from analysis.stats import load_records
-from test_locust_runs import LOCUST, LOCUSTFILE
 from tokenstorm.mockproc import ROOT
 
 

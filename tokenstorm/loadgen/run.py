@@ -287,7 +287,11 @@ def install(events=locust_events) -> None:
     def _init(environment, **_kwargs):
         runner = environment.runner
         if isinstance(runner, WorkerRunner):
-            runner.register_message(TICKETS_GRANT, lambda environment, msg, **_: RUN and RUN.quota.on_grant(msg.data["n"]))
+            def _granted(environment, msg, **_kwargs):
+                if RUN is not None:
+                    RUN.quota.on_grant(msg.data["n"])
+
+            runner.register_message(TICKETS_GRANT, _granted)
             return  # a worker's options arrive with the master's spawn message
         options = environment.parsed_options
         if options is None or not options.headless:
