@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-PERCENTILES = (50, 90, 95, 99)
+PERCENTILES = (50, 90, 95, 99, 99.9)
 METRICS = {  # column -> label
     "ttft_ms": "TTFT (ms)",
     "tpot_ms": "TPOT (ms)",
@@ -72,9 +72,23 @@ def describe(values: pd.Series) -> dict:
     out = {"count": int(values.size), "min": float(values.min()), "max": float(values.max()),
            "mean": float(values.mean()), "median": float(values.median()),
            "stddev": float(values.std(ddof=1)) if values.size > 1 else 0.0}
+    thin = []
     for p in PERCENTILES:
-        out[f"p{p}"] = float(values.quantile(p / 100, interpolation="linear"))
+        key = percentile_key(p)
+        out[key] = float(values.quantile(p / 100, interpolation="linear"))
+        if values.size < needed_samples(p):
+            thin.append(key)
+    out["few_samples"] = thin  # percentiles computed over fewer samples than they need
     return out
+
+
+def percentile_key(p: float) -> str:
+    return f"p{p:g}".replace(".", "_")
+
+
+def needed_samples(p: float) -> int:
+    """A percentile p says something about the tail only with at least 1 / (1 - p) samples."""
+    return math.ceil(1 / (1 - p / 100) - 1e-9)
 
 
 def summarize(records: pd.DataFrame, slos: dict[str, float] | None = None) -> dict:

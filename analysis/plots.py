@@ -1,0 +1,97 @@
+"""The report's plots, as PNG files (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from . import timeseries
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def distribution(values: pd.Series, label: str, path: Path) -> Path | None:
+    """Histogram and empirical CDF of one metric, with its P50/P90/P99 marked."""
+    values = values.dropna().to_numpy()
+    if not len(values):
+        return None
+    fig, (hist, cdf) = plt.subplots(1, 2, figsize=(10, 3.6))
+    hist.hist(values, bins=min(60, max(10, len(values) // 10)), color="#4c72b0")
+    hist.set_xlabel(label)
+    hist.set_ylabel("requests")
+    ordered = np.sort(values)
+    cdf.plot(ordered, np.arange(1, len(ordered) + 1) / len(ordered), color="#4c72b0")
+    cdf.set_xlabel(label)
+    cdf.set_ylabel("fraction of requests")
+    for q, style in ((50, "--"), (90, "-."), (99, ":")):
+        x = float(np.percentile(values, q))
+        for ax in (hist, cdf):
+            ax.axvline(x, color="#c44e52", linestyle=style, linewidth=1)
+        cdf.annotate(f"P{q} {x:.1f}", (x, q / 100), fontsize=8, xytext=(4, -10), textcoords="offset points")
+    fig.suptitle(f"{label}: distribution ({len(values)} successful requests)")
+    return _save(fig, path)
+
+
+def over_time(series: pd.DataFrame, path: Path) -> Path | None:
+    if series.empty:
+        return None
+    fig, (lat, thr) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for column, label, style in (("ttft_p50", "TTFT P50", "-"), ("ttft_p99", "TTFT P99", "--")):
+        lat.plot(series["t_s"], series[column], style, marker="o", markersize=3, label=label)
+    lat.set_ylabel("TTFT (ms)")
+    twin = lat.twinx()
+    twin.plot(series["t_s"], series["tpot_p50"], ":", color="#55a868", label="TPOT P50")
+    twin.set_ylabel("TPOT (ms)")
+    lat.legend(loc="upper left")
+    twin.legend(loc="upper right")
+    thr.plot(series["t_s"], series["output_tok_s"], label="output tokens/s")
+    thr.set_ylabel("output tokens/s")
+    thr.set_xlabel("seconds since the first request")
+    twin2 = thr.twinx()
+    twin2.plot(series["t_s"], series["in_flight"], color="#8172b2", label="in flight")
+    twin2.set_ylabel("requests in flight")
+    thr.legend(loc="upper left")
+    twin2.legend(loc="upper right")
+    fig.suptitle("Latency percentiles, throughput and concurrency over time")
+    return _save(fig, path)
+
+
+def errors(records: pd.DataFrame, path: Path, width_s: float) -> Path | None:
+    table = timeseries.error_windows(records, width_s)
+    if table.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    bottom = np.zeros(len(table))
+    for column in table.columns:
+        ax.bar(table.index, table[column], width=width_s * 0.9, bottom=bottom, label=column, align="edge")
+        bottom += table[column].to_numpy()
+    ax.set_xlabel("seconds since the first request")
+    ax.set_ylabel("failed requests")
+    ax.legend()
+    ax.set_title("Errors over time, by class")
+    return _save(fig, path)
+
+
+def by_group(records: pd.DataFrame, column: str, path: Path) -> Path | None:
+    ok = records[records["status"] == "ok"]
+    groups = [(name, g["ttft_ms"].dropna().to_numpy()) for name, g in ok.groupby(column)]
+    groups = [(n, v) for n, v in groups if len(v)]
+    if len(groups) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    ax.boxplot([v for _, v in groups], showfliers=False)
+    ax.set_xticks(range(1, len(groups) + 1), [str(n) for n, _ in groups], rotation=15)
+    ax.set_ylabel("TTFT (ms)")
+    ax.set_title(f"TTFT by {column}")
+    return _save(fig, path)

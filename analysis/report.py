@@ -1,0 +1,187 @@
+"""`python -m analysis report DIR`: report.md, report.html (self-contained), summary.json, plots/."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from . import plots, timeseries
+from .results import Results
+from .stats import METRICS, PERCENTILES, describe, percentile_key, summarize
+
+GROUP_COLUMNS = ("scenario", "upstream", "model", "worker_id")
+STAT_COLUMNS = ("count", "min", "mean", "stddev", *(percentile_key(p) for p in PERCENTILES), "max")
+
+
+def _clean(value):
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def build_summary(results: Results) -> dict:
+    records = results.records
+    summary = summarize(records, results.slos)
+    groups = {}
+    for column in GROUP_COLUMNS:
+        if column in records.columns and records[column].nunique() > 1:
+            groups[column] = {}
+            for name, frame in records.groupby(column):
+                ok = frame[frame["status"] == "ok"]
+                groups[column][str(name)] = {"requests": len(frame), "failed": int((frame["status"] != "ok").sum()),
+                                             "metrics": {m: describe(ok[m]) for m in METRICS if m in ok.columns}}
+    summary["groups"] = groups
+    summary["cross_checks"] = cross_checks(records)
+    summary["warmup_s"] = results.warmup_s
+    client = results.metadata.get("client")
+    if results.metadata.get("workers"):
+        client = {w: f.get("client") for w, f in results.metadata["workers"].items()}
+        summary["lost_workers"] = results.metadata.get("lost", {})
+    summary["client"] = client
+    return summary
+
+
+def cross_checks(records: pd.DataFrame) -> dict:
+    """Output tokens from usage vs tokenizer vs chunks: how often they disagree."""
+    ok = records[records["status"] == "ok"]
+    out: dict = {}
+    both = ok.dropna(subset=["output_tokens_usage", "output_tokens_tokenizer"])
+    if len(both):
+        diff = both["output_tokens_usage"] != both["output_tokens_tokenizer"]
+        out["usage_vs_tokenizer_mismatch_rate"] = float(diff.mean())
+        out["usage_vs_tokenizer_mean_abs_diff"] = float(
+            (both["output_tokens_usage"] - both["output_tokens_tokenizer"]).abs().mean())
+    with_usage = ok.dropna(subset=["output_tokens_usage"])
+    if len(with_usage):
+        out["usage_vs_chunks_mismatch_rate"] = float((with_usage["output_tokens_usage"] != with_usage["chunks"]).mean())
+    return out
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
+def _metric_table(metrics: dict) -> list[list[str]]:
+    rows = []
+    for column, label in METRICS.items():
+        stats = metrics.get(column)
+        if not stats or not stats.get("count"):
+            continue
+        thin = set(stats.get("few_samples", []))
+        rows.append([label] + [_fmt(stats.get(k)) + ("*" if k in thin else "") for k in STAT_COLUMNS])
+    return rows
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """(title, text, table header, table rows) for both the Markdown and the HTML report."""
+    header = ["metric (ok requests)", *STAT_COLUMNS]
+    out = []
+    text = (f"{summary['requests']:,} requests, {summary['ok']:,} ok, {summary['failed']:,} failed "
+            f"({summary['failure_ratio']:.2%}); window {summary['window_s']:.1f} s; "
+            f"{summary['throughput_req_s']:.2f} req/s, {summary['throughput_output_tok_s']:,.1f} output tokens/s")
+    if "goodput_req_s" in summary:
+        slos = ", ".join(f"{k.removesuffix('_ms')} <= {v:g} ms" for k, v in summary["slos"].items())
+        text += f"; goodput {summary['goodput_req_s']:.2f} req/s ({summary['slo_attainment']:.1%} meet {slos})"
+    if summary.get("cancelled"):
+        text += f"; {summary['cancelled']} cancelled by the end of the run (not counted)"
+    if results.warmup_s:
+        text += f"; the first {results.warmup_s:g} s are left out (warm-up)"
+    out.append(("Summary", text, header, _metric_table(summary["metrics"])))
+    if summary["failures_by_class"]:
+        rows = [[k, str(v)] for k, v in sorted(summary["failures_by_class"].items())]
+        rows += [[f"HTTP {k}", str(v)] for k, v in sorted((summary.get("failures_by_status") or {}).items())]
+        out.append(("Errors", "Failed requests by class (and by HTTP status).", ["class", "requests"], rows))
+    for column, groups in summary["groups"].items():
+        for name, group in groups.items():
+            out.append((f"{column} = {name}", f"{group['requests']:,} requests, {group['failed']:,} failed",
+                        header, _metric_table(group["metrics"])))
+    checks = summary["cross_checks"]
+    if checks:
+        out.append(("Cross-checks", "Output tokens counted three ways (usage, tokenizer, chunks).",
+                    ["check", "value"], [[k, f"{v:.4g}"] for k, v in checks.items()]))
+    lost = summary.get("lost_workers") or {}
+    if lost:
+        out.append(("Lost workers", "Workers that stopped answering during the run.", ["worker", "finished requests"],
+                    [[w, str(f["requests_finished"])] for w, f in lost.items()]))
+    warnings = []
+    clients = summary.get("client") or {}
+    if isinstance(clients, dict) and "warnings" in clients:
+        clients = {"client": clients}
+    for worker, client in (clients or {}).items():
+        for warning in (client or {}).get("warnings", []):
+            warnings.append([str(worker), warning])
+    if warnings:
+        out.append(("Client self-check", "The load generator was busy enough to distort timings:",
+                    ["process", "warning"], warnings))
+    return out
+
+
+def write_report(results: Results, window_s: float = 5.0, per_request: bool = False) -> dict:
+    folder = results.folder
+    summary = build_summary(results)
+    plot_dir = folder / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    ok = results.records[results.records["status"] == "ok"]
+    made = [plots.distribution(ok["ttft_ms"], "TTFT (ms)", plot_dir / "ttft.png"),
+            plots.distribution(ok["tpot_ms"], "TPOT (ms)", plot_dir / "tpot.png"),
+            plots.over_time(timeseries.windows(results.records, window_s), plot_dir / "over_time.png"),
+            plots.errors(results.records, plot_dir / "errors.png", window_s)]
+    for column in ("upstream", "scenario", "model"):
+        made.append(plots.by_group(results.records, column, plot_dir / f"by_{column}.png"))
+    made = [p for p in made if p is not None]
+    sections = _sections(summary, results)
+    title = f"tokenstorm report: {folder.name}"
+    md = [f"# {title}", ""]
+    for name, text, header, rows in sections:
+        md += [f"## {name}", "", text, "", _markdown_table(header, rows) if rows else "", ""]
+    md.append("`*` a percentile over fewer samples than it needs (P99 needs 100, P99.9 needs 1,000).")
+    md += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in made]
+    (folder / "report.md").write_text("\n".join(md) + "\n")
+    (folder / "report.html").write_text(_html(title, sections, made))
+    export = {"config": results.config, "summary": _clean(summary),
+              "counts": {"total": summary["requests"], "success": summary["ok"], "failed": summary["failed"]}}
+    if per_request:
+        export["requests"] = [_clean(r) for r in results.records.to_dict("records")]
+    (folder / "summary.json").write_text(json.dumps(export, indent=1, default=str))
+    return summary
+
+
+def _html(title: str, sections, images: list[Path]) -> str:
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
+             "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}"
+             "img{max-width:100%}</style></head><body>", f"<h1>{esc(title)}</h1>"]
+    for name, text, header, rows in sections:
+        parts.append(f"<h2>{esc(name)}</h2><p>{esc(text)}</p>")
+        if rows:
+            parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows]
+            parts.append("</table>")
+    parts.append("<p>* a percentile over fewer samples than it needs (P99 needs 100, P99.9 needs 1,000).</p>")
+    parts.append("<h2>Plots</h2>")
+    for image in images:
+        data = base64.b64encode(image.read_bytes()).decode()
+        parts.append(f"<h3>{esc(image.stem)}</h3><img alt='{esc(image.stem)}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
