@@ -43,6 +43,7 @@ def load_records(directory: str | Path) -> pd.DataFrame:
         raise RecordsError(f"{directory}: no requests-*.csv files")
     frames = []
     for file in files:
+        _check_complete(file)
         try:
             frame = pd.read_csv(file, dtype={"error": "string", "error_type": "string", "status": "string",
                                              "finish_reason": "string", "worker_id": "string",
@@ -63,6 +64,20 @@ def load_records(directory: str | Path) -> pd.DataFrame:
                 frame[column] = converted
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def _check_complete(file: Path) -> None:
+    """A records file whose last line has no line end was cut off mid-record (a crash, a full disk)."""
+    with open(file, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        if size == 0:
+            raise RecordsError(f"{file}: empty file (not even the header line)")
+        f.seek(size - 1)
+        if f.read(1) != b"\n":
+            f.seek(0)
+            lines = f.read().count(b"\n") + 1
+            raise RecordsError(f"{file} line {lines}: the last record is cut short (no line end)")
 
 
 def describe(values: pd.Series) -> dict:

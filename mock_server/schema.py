@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tokenstorm.tokenizer import count_tokens_cached
+from tokenstorm.tokenizer import count_chat_prompt, count_tokens_cached
 
 
 class _Body(BaseModel):
@@ -107,8 +107,8 @@ class ChatRequest(_Generation):
         return self.max_completion_tokens or self.max_tokens
 
     def prompt_tokens(self) -> int:
-        # OpenAI's accounting for chat: 3 tokens of framing per message, 3 to prime the reply.
-        return 3 + sum(3 + count_tokens_cached(m.text()) for m in self.messages)
+        return count_chat_prompt([m.model_dump(include={"role", "content", "name"}, exclude_none=True)
+                                  for m in self.messages])
 
 
 class CompletionRequest(_Generation):

@@ -135,3 +135,27 @@ def token_bytes(token_ids: list[int], encoding: str = DEFAULT_ENCODING) -> list[
     """The raw bytes of each token (a token may hold part of a UTF-8 character)."""
     enc = get_encoding(encoding)
     return [enc.decode_single_token_bytes(t) for t in token_ids]
+
+
+def message_text(content) -> str:
+    """The text of a chat message's content: a string, or the text parts of a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+    return ""
+
+
+def count_chat_prompt(messages: list[dict], encoding: str = DEFAULT_ENCODING) -> int:
+    """Prompt tokens of a chat request the way OpenAI counts them (its cookbook's rule for the
+    cl100k-era models): 3 per message, plus its role, content and name (name +1), plus 3 that
+    prime the reply. Tool definitions are not counted."""
+    total = 3
+    for message in messages:
+        total += 3
+        for key, value in message.items():
+            if key == "content":
+                total += count_tokens_cached(message_text(value), encoding)
+            elif key in ("role", "name") and isinstance(value, str):
+                total += count_tokens_cached(value, encoding) + (1 if key == "name" else 0)
+    return total

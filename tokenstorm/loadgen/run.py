@@ -58,7 +58,8 @@ class Run:
             self.headers.append(("Authorization", f"Bearer {settings.api_key}"))
         self.headers += settings.extra_headers
         self.body = json.dumps(self.request_body()).encode()
-        self.prompt_tokens = tokenizer.count_tokens(settings.prompt) + 6  # OpenAI's chat framing
+        self.prompt_tokens = (tokenizer.count_chat_prompt(self.request_body()["messages"]) if settings.api == "chat"
+                              else tokenizer.count_tokens(settings.prompt))
         if self.role == "worker":
             self.quota = RemoteQuota(settings.total_requests, lambda kind, data: runner.send_message(kind, data))
         else:
@@ -167,7 +168,9 @@ class Run:
 
     def write_metadata(self) -> None:
         folder = self.settings.results_dir
+        options = self.environment.parsed_options
         meta = {"role": self.role, "worker_id": self.worker_id, "started": self.started, "ended": self.ended,
+                "users": getattr(options, "num_users", None), "spawn_rate": getattr(options, "spawn_rate", None),
                 "settings": self.settings.public(), "client": self.monitor.summary(), "versions": _versions()}
         if self.collector is not None:
             meta |= self.collector.metadata()

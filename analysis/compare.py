@@ -1,0 +1,97 @@
+"""`python -m analysis compare BASE NEW`: per metric and percentile, the change and whether it is noise.
+
+Each statistic gets a bootstrap confidence interval for the relative change (resampling both
+runs' successful requests), Bonferroni-corrected for the number of statistics compared; a
+change is flagged when its interval excludes 0, and it is a regression when it is flagged,
+worse (higher latency, lower per-request tokens/s) and beyond the threshold. The exit code is
+1 when there is a regression (for CI pipelines), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+COMPARED = {  # metric -> True when higher is worse
+    "ttft_ms": True, "tpot_ms": True, "e2e_ms": True, "itl_max_ms": True, "tokens_per_s": False,
+}
+STATS = ("p50", "p90", "p99", "mean")
+
+
+def _stat(values: np.ndarray, stat: str, axis=None):
+    if stat == "mean":
+        return values.mean(axis=axis)
+    return np.percentile(values, float(stat[1:]), axis=axis)
+
+
+BOOTSTRAP_CAP = 20_000  # larger runs are bootstrapped on a random subset: a wider, never narrower, interval
+CHUNK = 50
+
+
+def _bootstrap(a: np.ndarray, b: np.ndarray, resamples: int, rng) -> dict[str, np.ndarray]:
+    """Relative change (%) of every statistic over `resamples` resamples, in bounded memory."""
+    if len(a) > BOOTSTRAP_CAP:
+        a = rng.choice(a, BOOTSTRAP_CAP, replace=False)
+    if len(b) > BOOTSTRAP_CAP:
+        b = rng.choice(b, BOOTSTRAP_CAP, replace=False)
+    out: dict[str, list] = {stat: [] for stat in STATS}
+    for start in range(0, resamples, CHUNK):
+        n = min(CHUNK, resamples - start)
+        sa = a[rng.integers(0, len(a), size=(n, len(a)))]
+        sb = b[rng.integers(0, len(b), size=(n, len(b)))]
+        for stat in STATS:
+            xa = _stat(sa, stat, axis=1)
+            out[stat].append((_stat(sb, stat, axis=1) - xa) / np.where(xa == 0, np.nan, xa) * 100)
+    return {stat: np.concatenate(v) for stat, v in out.items()}
+
+
+def compare(base: pd.DataFrame, new: pd.DataFrame, threshold_pct: float = 10.0, resamples: int = 1000,
+            confidence: float = 0.95, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    rows = []
+    base_ok, new_ok = base[base["status"] == "ok"], new[new["status"] == "ok"]
+    for metric, higher_is_worse in COMPARED.items():
+        a = base_ok[metric].dropna().to_numpy(dtype=float)
+        b = new_ok[metric].dropna().to_numpy(dtype=float)
+        if len(a) < 2 or len(b) < 2:
+            continue
+        boots = _bootstrap(a, b, resamples, rng)
+        for stat in STATS:
+            va, vb = float(_stat(a, stat)), float(_stat(b, stat))
+            if va == 0:
+                continue
+            rows.append({"metric": metric, "stat": stat, "base": va, "new": vb, "change_pct": (vb - va) / va * 100,
+                         "_boot": boots[stat], "_worse_up": higher_is_worse})
+    # Many statistics are compared at once: with 20 of them at 95% each, one would be flagged by
+    # chance in most reruns. Bonferroni: each interval at 1 - (1 - confidence) / number of tests.
+    per_test = 1 - (1 - confidence) / max(1, len(rows))
+    for row in rows:
+        boot, higher_is_worse = row.pop("_boot"), row.pop("_worse_up")
+        low, high = np.nanpercentile(boot, [(1 - per_test) / 2 * 100, (1 + per_test) / 2 * 100])
+        significant = bool(low > 0 or high < 0)
+        worse = row["change_pct"] > 0 if higher_is_worse else row["change_pct"] < 0
+        row |= {"ci_low_pct": float(low), "ci_high_pct": float(high), "significant": significant,
+                "regression": significant and worse and abs(row["change_pct"]) >= threshold_pct}
+    for name, fa, fb in (("failure_ratio", base, new),):
+        ra = float((fa["status"] != "ok").mean()) if len(fa) else 0.0
+        rb = float((fb["status"] != "ok").mean()) if len(fb) else 0.0
+        rows.append({"metric": name, "stat": "ratio", "base": ra, "new": rb,
+                     "change_pct": (rb - ra) * 100, "ci_low_pct": None, "ci_high_pct": None,
+                     "significant": rb > ra, "regression": (rb - ra) * 100 >= threshold_pct / 10})
+    return {"threshold_pct": threshold_pct, "confidence": confidence, "per_test_confidence": per_test,
+            "resamples": resamples, "rows": rows,
+            "regressions": [f"{r['metric']} {r['stat']}" for r in rows if r["regression"]]}
+
+
+def format_comparison(result: dict, base_name: str, new_name: str) -> str:
+    lines = [f"=== compare: {base_name} -> {new_name} (flagged: the {result['per_test_confidence']:.2%} bootstrap "
+             f"interval excludes 0, {result['confidence']:.0%} for the whole table; regression: flagged, worse "
+             f"and >= {result['threshold_pct']:g}%) ===",
+             f"{'metric':<16}{'stat':>6}{'base':>12}{'new':>12}{'change':>10}{'interval':>22}  verdict"]
+    for r in result["rows"]:
+        interval = "" if r["ci_low_pct"] is None else f"[{r['ci_low_pct']:+.1f}%, {r['ci_high_pct']:+.1f}%]"
+        verdict = "REGRESSION" if r["regression"] else ("changed" if r["significant"] else "noise")
+        lines.append(f"{r['metric']:<16}{r['stat']:>6}{r['base']:>12.3f}{r['new']:>12.3f}{r['change_pct']:>+9.1f}%"
+                     f"{interval:>22}  {verdict}")
+    lines.append("regressions: " + (", ".join(result["regressions"]) or "none"))
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""Analysis on results of real short runs against the mock: exact numbers, files, plots, compare, sweep."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from test_locust_runs import run_locust
+
+from analysis.stats import PERCENTILES, load_records, percentile_key
+from tokenstorm.mockproc import ROOT, MockProcess
+
+
+def analysis(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """base and rerun: the same configuration; slower: TTFT 20% higher; all with some HTTP 500s."""
+    root = tmp_path_factory.mktemp("runs")
+    config = root / "mock.yaml"
+    config.write_text("faults:\n  probabilities:\n    http_500: 0.04\n")
+    folders = {}
+    for name, ttft in (("base", "100"), ("rerun", "100"), ("slower", "120")):
+        with MockProcess(["--config", str(config), "--ttft-ms", ttft, "--itl-ms", "4", "--jitter", "0.15",
+                          "--output-tokens", "40", "--seed", "3"]) as mock:
+            folder = root / name
+            result = run_locust(mock.url, "-u", "8", "-r", "8", "--total-requests", "400", "--results-dir",
+                                str(folder), "--csv", str(folder / "locust"), "--csv-full-history",
+                                "--slo-ttft-ms", "120", "--exit-code-on-error", "0")
+            assert result.returncode == 0, result.stderr[-2000:]
+            folders[name] = folder
+    return folders
+
+
+def test_report_files_and_exact_percentiles(runs):
+    folder = runs["base"]
+    result = analysis("report", str(folder))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((folder / "summary.json").read_text())
+    records = load_records(folder)
+    ok = records[records["status"] == "ok"]
+    for metric in ("ttft_ms", "tpot_ms", "e2e_ms", "tokens_per_s", "ttfb_ms", "itl_max_ms", "output_tokens"):
+        stats = summary["summary"]["metrics"][metric]
+        values = ok[metric].dropna().to_numpy()
+        assert stats["count"] == len(values)
+        for p in PERCENTILES:
+            assert stats[percentile_key(p)] == pytest.approx(np.percentile(values, p), rel=1e-12), (metric, p)
+        assert stats["p99_9"] is not None and "p99_9" in stats["few_samples"]  # ~380 samples < 1,000
+    counts = summary["counts"]
+    assert counts["total"] == 400 and counts["failed"] == (records["status"] != "ok").sum() > 0
+    assert summary["summary"]["failures_by_class"] == {"http_status": counts["failed"]}
+    assert summary["summary"]["failures_by_status"] == {"500": counts["failed"]}
+    assert "goodput_req_s" in summary["summary"] and summary["config"]["slos"] == {"ttft_ms": 120}
+    assert "api_key" not in json.dumps(summary["config"]).replace("api_key_env", "").replace("api_key_set", "")
+    md = (folder / "report.md").read_text()
+    assert "| TTFT (ms) |" in md and "## Errors" in md and "| http_status |" in md and "p99_9" in md
+    html = (folder / "report.html").read_text()
+    assert html.count("<table>") >= 2 and html.count("data:image/png;base64,") >= 4
+    for name in ("ttft", "tpot", "over_time", "errors"):
+        image = matplotlib.image.imread(folder / "plots" / f"{name}.png")
+        assert image.shape[0] > 200 and image.std() > 0.05, name  # a real picture, not a blank canvas
+
+
+def test_per_request_export_in_the_simple_shape(runs):
+    assert analysis("report", str(runs["rerun"]), "--per-request", "--warmup", "0.5").returncode == 0
+    export = json.loads((runs["rerun"] / "summary.json").read_text())
+    assert set(export) >= {"config", "summary", "counts", "requests"}
+    assert 0 < len(export["requests"]) < 400 and export["summary"]["warmup_s"] == 0.5
+
+
+def test_compare_flags_the_planted_regression_and_not_the_rerun(runs, tmp_path):
+    regressed = analysis("compare", str(runs["base"]), str(runs["slower"]), "--json", str(tmp_path / "c.json"))
+    assert regressed.returncode == 1, regressed.stdout
+    result = json.loads((tmp_path / "c.json").read_text())
+    ttft = {r["stat"]: r for r in result["rows"] if r["metric"] == "ttft_ms"}
+    assert ttft["p50"]["regression"] and 15 < ttft["p50"]["change_pct"] < 25
+    assert ttft["p50"]["ci_low_pct"] > 10
+    assert "ttft_ms p50" in result["regressions"]
+    same = analysis("compare", str(runs["base"]), str(runs["rerun"]))
+    assert same.returncode == 0, same.stdout
+    assert "regressions: none" in same.stdout
+
+
+def test_sweep_curve_and_knee(runs, tmp_path):
+    result = analysis("sweep", str(runs["base"]), str(runs["slower"]), str(runs["rerun"]), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    points = pd.read_csv(tmp_path / "sweep.csv")
+    assert len(points) == 3 and (points["concurrency"] == 8).all()
+    assert matplotlib.image.imread(tmp_path / "sweep.png").std() > 0.05
+
+
+def test_bad_input_is_one_line_naming_the_file(runs, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = analysis("report", str(empty))
+    assert result.returncode == 2 and result.stderr.strip() == f"analysis: {empty}: no requests-*.csv files"
+    other = tmp_path / "other-tool"
+    other.mkdir()
+    (other / "requests-x.csv").write_text("timestamp,latency\n1,2\n")
+    result = analysis("report", str(other))
+    assert result.returncode == 2 and "requests-x.csv: missing columns request_id" in result.stderr
+    cut = tmp_path / "cut"
+    shutil.copytree(runs["base"], cut)
+    path = cut / "requests-local.csv"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 40])
+    result = analysis("report", str(cut))
+    assert result.returncode == 2 and "requests-local.csv line 401: the last record is cut short" in result.stderr
+    missing = tmp_path / "missing"
+    missing.mkdir()
+    frame = pd.read_csv(runs["base"] / "requests-local.csv").drop(columns=["ttft_ms"])
+    frame.to_csv(missing / "requests-local.csv", index=False)
+    result = analysis("report", str(missing))
+    assert result.returncode == 2 and "missing columns ttft_ms" in result.stderr
+    bad = tmp_path / "bad-number"
+    bad.mkdir()
+    frame = pd.read_csv(runs["base"] / "requests-local.csv", keep_default_na=False)
+    frame.loc[5, "e2e_ms"] = "fast"
+    frame.to_csv(bad / "requests-local.csv", index=False)
+    result = analysis("report", str(bad))
+    assert result.returncode == 2 and "requests-local.csv line 7: e2e_ms 'fast' is not a number" in result.stderr
+    for result in (analysis("compare", str(empty), str(runs["base"])), analysis("sweep", str(empty))):
+        assert result.returncode == 2 and "Traceback" not in result.stderr
