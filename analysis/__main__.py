@@ -40,15 +40,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_folders(paths: list[str]) -> list[Path]:
-    folders = [Path(p) for p in paths]
-    if len(folders) == 1 and not list(folders[0].glob("requests-*.csv")):
-        folders = sorted(p for p in folders[0].iterdir() if p.is_dir() and list(p.glob("requests-*.csv")))
-        if not folders:
-            raise RecordsError(f"{paths[0]}: no results folders (with requests-*.csv) in it")
-    return folders
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -70,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
                 Path(args.json).write_text(json.dumps(result, indent=1))
             return 1 if result["regressions"] else 0
         elif args.command == "sweep":
+            from .results import run_folders
             from .sweep import knee, plot_sweep, sweep_points
 
-            folders = _run_folders(args.folders)
+            folders = run_folders(args.folders)
             points = sweep_points(folders, args.warmup)
             out = Path(args.out) if args.out else folders[0].parent
             out.mkdir(parents=True, exist_ok=True)

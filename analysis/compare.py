@@ -3,14 +3,18 @@
 Each statistic gets a bootstrap confidence interval for the relative change (resampling both
 runs' successful requests), Bonferroni-corrected for the number of statistics compared; a
 change is flagged when its interval excludes 0, and it is a regression when it is flagged,
-worse (higher latency, lower per-request tokens/s) and beyond the threshold. The exit code is
-1 when there is a regression (for CI pipelines), 0 otherwise.
+worse (higher latency, lower per-request tokens/s) and beyond the threshold. Tail percentiles
+are compared only with enough samples (P90: 100, P99: 1,000 in both runs): the bootstrap of a
+percentile resting on a few tail points is not to be trusted. The exit code is 1 when there
+is a regression (for CI pipelines), 0 otherwise.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from .stats import needed_samples
 
 COMPARED = {  # metric -> True when higher is worse
     "ttft_ms": True, "tpot_ms": True, "e2e_ms": True, "itl_max_ms": True, "tokens_per_s": False,
@@ -24,6 +28,7 @@ def _stat(values: np.ndarray, stat: str, axis=None):
     return np.percentile(values, float(stat[1:]), axis=axis)
 
 
+MIN_TAIL_FACTOR = 10  # compare percentile p only with 10 / (1 - p) samples in both runs (P99: 1,000)
 BOOTSTRAP_CAP = 20_000  # larger runs are bootstrapped on a random subset: a wider, never narrower, interval
 CHUNK = 50
 
@@ -61,12 +66,17 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, threshold_pct: float = 10.0, 
             if va == 0:
                 continue
             rows.append({"metric": metric, "stat": stat, "base": va, "new": vb, "change_pct": (vb - va) / va * 100,
-                         "_boot": boots[stat], "_worse_up": higher_is_worse})
+                         "_boot": boots[stat], "_worse_up": higher_is_worse, "_n": min(len(a), len(b))})
     # Many statistics are compared at once: with 20 of them at 95% each, one would be flagged by
     # chance in most reruns. Bonferroni: each interval at 1 - (1 - confidence) / number of tests.
     per_test = 1 - (1 - confidence) / max(1, len(rows))
     for row in rows:
-        boot, higher_is_worse = row.pop("_boot"), row.pop("_worse_up")
+        boot, higher_is_worse, n = row.pop("_boot"), row.pop("_worse_up"), row.pop("_n")
+        if row["stat"] != "mean" and n < MIN_TAIL_FACTOR * needed_samples(float(row["stat"][1:])):
+            # a tail percentile from a handful of tail points (and its bootstrap) is not stable
+            row |= {"ci_low_pct": None, "ci_high_pct": None, "significant": False, "regression": False,
+                    "note": "too few samples"}
+            continue
         low, high = np.nanpercentile(boot, [(1 - per_test) / 2 * 100, (1 + per_test) / 2 * 100])
         significant = bool(low > 0 or high < 0)
         worse = row["change_pct"] > 0 if higher_is_worse else row["change_pct"] < 0
@@ -90,7 +100,7 @@ def format_comparison(result: dict, base_name: str, new_name: str) -> str:
              f"{'metric':<16}{'stat':>6}{'base':>12}{'new':>12}{'change':>10}{'interval':>22}  verdict"]
     for r in result["rows"]:
         interval = "" if r["ci_low_pct"] is None else f"[{r['ci_low_pct']:+.1f}%, {r['ci_high_pct']:+.1f}%]"
-        verdict = "REGRESSION" if r["regression"] else ("changed" if r["significant"] else "noise")
+        verdict = "REGRESSION" if r["regression"] else ("changed" if r["significant"] else r.get("note", "noise"))
         lines.append(f"{r['metric']:<16}{r['stat']:>6}{r['base']:>12.3f}{r['new']:>12.3f}{r['change_pct']:>+9.1f}%"
                      f"{interval:>22}  {verdict}")
     lines.append("regressions: " + (", ".join(result["regressions"]) or "none"))

@@ -35,12 +35,13 @@ def build_summary(results: Results) -> dict:
     for column in GROUP_COLUMNS:
         if column in records.columns and records[column].nunique() > 1:
             groups[column] = {}
-            for name, frame in records.groupby(column):
+            for name, frame in records.groupby(column, observed=True):
                 ok = frame[frame["status"] == "ok"]
                 groups[column][str(name)] = {"requests": len(frame), "failed": int((frame["status"] != "ok").sum()),
                                              "metrics": {m: describe(ok[m]) for m in METRICS if m in ok.columns}}
     summary["groups"] = groups
     summary["cross_checks"] = cross_checks(records)
+    summary["client_vs_timing"] = client_vs_timing(records, results.folder)
     summary["warmup_s"] = results.warmup_s
     client = results.metadata.get("client")
     if results.metadata.get("workers"):
@@ -63,6 +64,32 @@ def cross_checks(records: pd.DataFrame) -> dict:
     with_usage = ok.dropna(subset=["output_tokens_usage"])
     if len(with_usage):
         out["usage_vs_chunks_mismatch_rate"] = float((with_usage["output_tokens_usage"] != with_usage["chunks"]).mean())
+    return out
+
+
+LAG_BUCKETS = ((0, 5, "loop lag < 5 ms"), (5, 20, "5-20 ms"), (20, float("inf"), ">= 20 ms"))
+
+
+def client_vs_timing(records: pd.DataFrame, folder: Path) -> list[dict]:
+    """TTFT of the requests whose first token arrived while the client's event loop lagged by
+    this much (from the monitor-*.csv self-check): a client too busy to read on time shows up
+    as higher TTFT in the laggy seconds."""
+    files = sorted(folder.glob("monitor-*.csv"))
+    ok = records[(records["status"] == "ok") & records["ttft_ms"].notna()]
+    if not files or ok.empty:
+        return []
+    samples = pd.concat([pd.read_csv(f) for f in files]).sort_values("t")
+    first_token = (ok["t_start"] + ok["ttft_ms"] / 1000).sort_values()
+    # each sample holds the worst lag of the second before it: take the next sample at or after
+    matched = pd.merge_asof(first_token.rename("t").to_frame().assign(ttft_ms=ok["ttft_ms"]), samples,
+                            on="t", direction="forward")
+    out = []
+    for low, high, label in LAG_BUCKETS:
+        part = matched[(matched["loop_lag_ms"] >= low) & (matched["loop_lag_ms"] < high)]
+        if len(part):
+            out.append({"loop_lag": label, "requests": len(part), "cpu_pct_mean": float(part["cpu_pct"].mean()),
+                        "ttft_p50": float(part["ttft_ms"].quantile(0.5)),
+                        "ttft_p99": float(part["ttft_ms"].quantile(0.99))})
     return out
 
 
@@ -118,6 +145,12 @@ def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str]
     if checks:
         out.append(("Cross-checks", "Output tokens counted three ways (usage, tokenizer, chunks).",
                     ["check", "value"], [[k, f"{v:.4g}"] for k, v in checks.items()]))
+    if summary.get("client_vs_timing"):
+        out.append(("Client load vs timings", "TTFT of requests whose first token arrived while the client's event "
+                    "loop lagged this much: higher TTFT in laggy seconds means the client distorted the timings.",
+                    ["event-loop lag", "requests", "client CPU mean", "TTFT P50", "TTFT P99"],
+                    [[r["loop_lag"], str(r["requests"]), _fmt(r["cpu_pct_mean"]), _fmt(r["ttft_p50"]),
+                      _fmt(r["ttft_p99"])] for r in summary["client_vs_timing"]]))
     lost = summary.get("lost_workers") or {}
     if lost:
         out.append(("Lost workers", "Workers that stopped answering during the run.", ["worker", "finished requests"],

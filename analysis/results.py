@@ -60,3 +60,13 @@ def load_results(folder: str | Path, warmup_s: float = 0.0) -> Results:
     return Results(folder, records, metadata, _read_locust_csv(folder, "_stats.csv"),
                    _read_locust_csv(folder, "_stats_history.csv"), _read_locust_csv(folder, "_failures.csv"),
                    warmup_s)
+
+
+def run_folders(paths: list[str | Path]) -> list[Path]:
+    """Results folders: the given ones, or the results folders inside a single given folder."""
+    folders = [Path(p) for p in paths]
+    if len(folders) == 1 and folders[0].is_dir() and not list(folders[0].glob("requests-*.csv")):
+        folders = sorted(p for p in folders[0].iterdir() if p.is_dir() and list(p.glob("requests-*.csv")))
+        if not folders:
+            raise RecordsError(f"{paths[0]}: no results folders (with requests-*.csv) in it")
+    return folders

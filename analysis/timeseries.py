@@ -46,15 +46,12 @@ def _concurrency_integral(starts: np.ndarray, ends: np.ndarray, at: np.ndarray) 
 
 def error_windows(records: pd.DataFrame, width_s: float = 5.0) -> pd.DataFrame:
     """Errors per window and class (columns), for the error timeline."""
-    failed = records[records["status"] != "ok"]
+    failed = records.loc[records["status"] != "ok", ["t_start", "error_type"]]
     if failed.empty:
         return pd.DataFrame()
     t0 = float(records["t_start"].min())
-    win = np.floor((failed["t_start"] - t0) / width_s).astype(int)
-    table = failed.assign(_win=win).pivot_table(index="_win", columns="error_type", values="request_id",
-                                                 aggfunc="count", fill_value=0)
-    table.index = table.index * width_s
-    return table
+    win = (np.floor((failed["t_start"] - t0) / width_s) * width_s).rename("t_s")
+    return failed.groupby([win, failed["error_type"].astype(str)]).size().unstack(fill_value=0)
 
 
 def from_locust_history(history: pd.DataFrame) -> pd.DataFrame:
