@@ -102,3 +102,26 @@ def by_group(records: pd.DataFrame, column: str, path: Path) -> Path | None:
     ax.set_ylabel("TTFT (ms)")
     ax.set_title(f"TTFT by {column}")
     return _save(fig, path)
+
+
+def locust_history(history: pd.DataFrame | None, path: Path) -> Path | None:
+    """For runs without records: users, req/s and Locust's P50/P99 over time from _stats_history.csv."""
+    if history is None:
+        return None
+    series = timeseries.from_locust_history(history)
+    if series.empty:
+        return None
+    fig, (lat, thr) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    lat.plot(series["t_s"], series["p50_ms"], "o-", markersize=3, label="P50 (Locust, bucketed)")
+    lat.plot(series["t_s"], series["p99_ms"], "o--", markersize=3, label="P99 (Locust, bucketed)")
+    lat.set_ylabel("response time (ms)")
+    lat.legend()
+    thr.plot(series["t_s"], series["req_s"], label="requests/s")
+    thr.plot(series["t_s"], series["errors_s"], label="failures/s")
+    thr.set_xlabel("seconds")
+    twin = thr.twinx()
+    twin.plot(series["t_s"], series["users"], color="#8172b2", label="users")
+    twin.set_ylabel("users")
+    thr.legend(loc="upper left")
+    fig.suptitle("From Locust's history CSV (no per-request records in this folder)")
+    return _save(fig, path)

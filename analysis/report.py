@@ -151,6 +151,13 @@ def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str]
                     ["event-loop lag", "requests", "client CPU mean", "TTFT P50", "TTFT P99"],
                     [[r["loop_lag"], str(r["requests"]), _fmt(r["cpu_pct_mean"]), _fmt(r["ttft_p50"]),
                       _fmt(r["ttft_p99"])] for r in summary["client_vs_timing"]]))
+    if results.locust_stats is not None:
+        stats = results.locust_stats
+        columns = [c for c in ("Type", "Name", "Request Count", "Failure Count", "Median Response Time",
+                               "Average Response Time", "95%", "99%", "Requests/s") if c in stats.columns]
+        out.append(("Locust's own statistics", "From Locust's _stats.csv: bucketed and rounded percentiles "
+                    "(kept for reference; the tables above are exact).", columns,
+                    [[str(v) for v in row] for row in stats[columns].itertuples(index=False)]))
     lost = summary.get("lost_workers") or {}
     if lost:
         out.append(("Lost workers", "Workers that stopped answering during the run.", ["worker", "finished requests"],
@@ -176,7 +183,8 @@ def write_report(results: Results, window_s: float = 5.0, per_request: bool = Fa
     ok = results.records[results.records["status"] == "ok"]
     made = [plots.distribution(ok["ttft_ms"], "TTFT (ms)", plot_dir / "ttft.png"),
             plots.distribution(ok["tpot_ms"], "TPOT (ms)", plot_dir / "tpot.png"),
-            plots.over_time(timeseries.windows(results.records, window_s), plot_dir / "over_time.png"),
+            plots.over_time(timeseries.windows(results.records, window_s), plot_dir / "over_time.png")
+            if len(results.records) else plots.locust_history(results.locust_history, plot_dir / "over_time.png"),
             plots.errors(results.records, plot_dir / "errors.png", window_s)]
     for column in ("upstream", "scenario", "model"):
         made.append(plots.by_group(results.records, column, plot_dir / f"by_{column}.png"))

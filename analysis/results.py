@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .stats import RecordsError, load_records
+from .stats import CATEGORIES, NUMERIC, REQUIRED, RecordsError, load_records
 
 
 @dataclass
@@ -45,7 +45,11 @@ def load_results(folder: str | Path, warmup_s: float = 0.0) -> Results:
     folder = Path(folder)
     if not folder.is_dir():
         raise RecordsError(f"{folder}: not a folder")
-    records = load_records(folder)
+    if not list(folder.glob("requests-*.csv")) and list(folder.glob("*_stats.csv")):
+        columns = list(dict.fromkeys((*REQUIRED, *NUMERIC, *CATEGORIES)))
+        records = pd.DataFrame({c: pd.Series(dtype=float if c in NUMERIC else object) for c in columns})
+    else:
+        records = load_records(folder)
     if warmup_s > 0 and len(records):
         records = records[records["t_start"] >= records["t_start"].min() + warmup_s].reset_index(drop=True)
     metadata: dict = {}

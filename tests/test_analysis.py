@@ -148,3 +148,16 @@ def test_notebooks_run_top_to_bottom(runs, monkeypatch, name):
                             resources={"metadata": {"path": str(ROOT)}}).execute()
     outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
     assert outputs and not any(o.get("output_type") == "error" for o in outputs)
+
+
+def test_a_plain_locust_folder_reports_from_its_csvs(runs, tmp_path):
+    """Without per-request records, the report still reads Locust's stats and history CSVs."""
+    folder = tmp_path / "locust-only"
+    folder.mkdir()
+    for name in ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv"):
+        shutil.copy(runs["base"] / name, folder / name)
+    result = analysis("report", str(folder))
+    assert result.returncode == 0, result.stderr
+    md = (folder / "report.md").read_text()
+    assert "## Locust's own statistics" in md and "| TTFT | /v1/chat/completions |" in md
+    assert matplotlib.image.imread(folder / "plots" / "over_time.png").std() > 0.05
