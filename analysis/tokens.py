@@ -48,6 +48,9 @@ class _Collect:
     def output(self, t, text, visible):
         self.texts.append(text)
 
+    def tool_call(self, index, call_id, name, arguments):
+        pass  # their text is counted through output()
+
     def finish(self, reason):
         pass
 

@@ -19,7 +19,7 @@ from .engine import Engine, Slot, format_reset
 from .faults import FaultError, FaultPicker
 from .http import AbortConnection, Request, Response
 from .planner import Plan, Planner
-from .schema import ChatRequest, CompletionRequest
+from .schema import AnthropicRequest, ChatRequest, CompletionRequest, RawRequest
 from .textgen import TextSource
 
 MAX_COALESCE = 32  # chunks already due are written together, up to this many per write
@@ -72,10 +72,14 @@ class MockApp:
         self.text = TextSource(config.output.language, config.seed)
         self.planner = Planner(config, self.text)
         self._keys = [k.encode() for k in config.auth.api_keys]
+        # every generation request body and the tool calls it got, as JSON lines (--log-requests)
+        self.request_log = open(config.server.log_requests, "a") if config.server.log_requests else None  # noqa: SIM115
         self._counter = itertools.count()
         self.routes: dict[str, tuple[str, Callable]] = {
             "/v1/chat/completions": ("POST", self.chat_completions),
             "/v1/completions": ("POST", self.completions),
+            "/v1/messages": ("POST", self.messages),
+            "/raw/stream": ("POST", self.raw_stream),
             "/v1/models": ("GET", self.list_models),
             "/health": ("GET", self.health),
             "/metrics": ("GET", self.prometheus),
@@ -89,11 +93,9 @@ class MockApp:
         request.prompt_tokens()
         plan = self.planner.plan(request, random.Random(0))
         chunks = wire.Chunks("warm", 0, request.model, True, True)
-        for delta in self.app_text_deltas(plan):
-            chunks.content(delta)
-
-    def app_text_deltas(self, plan: Plan) -> Iterator[bytes]:
-        return (d for d in self.text.delta_json(plan.content) if d is not None) if plan.content else iter(())
+        for delta in self.text.delta_json(plan.content):
+            if delta is not None:
+                chunks.content(delta)
 
     # -- plumbing ----------------------------------------------------------------------
     def __call__(self, request: Request) -> Response:
@@ -124,7 +126,10 @@ class MockApp:
                                        *(headers or [])])
 
     def _error(self, rej: _Reject, request_id: str, endpoint: str) -> Response:
-        body = wire.error_body(rej.message, rej.type, rej.code, rej.param)
+        if endpoint == "/v1/messages":
+            body = wire.anthropic_error_body(rej.message, rej.type)
+        else:
+            body = wire.error_body(rej.message, rej.type, rej.code, rej.param)
         return self._respond(rej.status, body, request_id, endpoint, headers=rej.headers)
 
     def protocol_error(self, status: int, message: str) -> Response:
@@ -137,6 +142,8 @@ class MockApp:
         if not self.config.auth.enabled:
             return
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if request.headers.get("x-api-key"):  # Anthropic's header
+            scheme, key = "bearer", request.headers["x-api-key"]
         if scheme.lower() != "bearer" or not key.strip():
             raise _Reject(401, "You didn't provide an API key. Send it in the Authorization header "
                           "as 'Bearer YOUR_KEY'.", "invalid_request_error", "missing_api_key")
@@ -214,8 +221,17 @@ class MockApp:
     def completions(self, request: Request, request_id: str) -> Response:
         return self._generate(request, request_id, CompletionRequest, "/v1/completions")
 
+    def messages(self, request: Request, request_id: str) -> Response:
+        return self._generate(request, request_id, AnthropicRequest, "/v1/messages")
+
+    def raw_stream(self, request: Request, request_id: str) -> Response:
+        return self._generate(request, request_id, RawRequest, "/raw/stream")
+
     def _generate(self, http: Request, request_id: str, model_cls: type, endpoint: str) -> Response:
-        request = self._validate(model_cls, self._read_json(http))
+        body = self._read_json(http)
+        if model_cls is RawRequest and not body.get("model"):
+            body = {**body, "model": self.config.models[0].id}
+        request = self._validate(model_cls, body)
         try:
             fault, fault_after = self.faults.pick(http.headers, self.engine.uptime_s())
         except FaultError as exc:
@@ -246,11 +262,16 @@ class MockApp:
         metrics.PROMPT_TOKENS.inc(prompt_tokens)
         seed = request.seed if request.seed is not None else f"{self.worker_index}:{next(self._counter)}"
         plan = self.planner.plan(request, random.Random(f"{self.config.seed}:{seed}"))
+        if self.request_log is not None:  # what was asked and the tool calls answered (for agent tests)
+            calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in plan.calls]
+            self.request_log.write(json.dumps({"endpoint": endpoint, "body": body, "tool_calls": calls}) + "\n")
+            self.request_log.flush()
         ctx = _Context(self, http, request, plan, slot, prompt_tokens, fault, fault_after)
         metrics.REQUESTS.labels(endpoint, "500" if fault == "error_event" and not request.stream else "200").inc()
         if request.stream:
-            return Response(200, headers=[("Content-Type", "text/event-stream; charset=utf-8"),
-                                          ("Cache-Control", "no-cache"), *headers], stream=ctx.stream())
+            content_type = "text/plain; charset=utf-8" if ctx.kind == "raw" else "text/event-stream; charset=utf-8"
+            return Response(200, headers=[("Content-Type", content_type), ("Cache-Control", "no-cache"), *headers],
+                            stream=ctx.stream())
         return ctx.respond(headers)
 
 
@@ -270,8 +291,10 @@ class _Context:
         self.sock = http.sock
         self.prompt_tokens = prompt_tokens
         self.fault, self.fault_after = fault, fault_after
-        self.chat = isinstance(request, ChatRequest)
-        self.response_id = wire.new_id("chatcmpl-" if self.chat else "cmpl-")
+        self.kind = {ChatRequest: "chat", CompletionRequest: "completions", AnthropicRequest: "anthropic",
+                     RawRequest: "raw"}[type(request)]
+        self.chat = self.kind == "chat"
+        self.response_id = wire.new_id({"chat": "chatcmpl-", "anthropic": "msg_"}.get(self.kind, "cmpl-"))
         self.created = int(time.time())
         self.slot_at = self.t0
         self.tokens_sent = 0
@@ -293,12 +316,19 @@ class _Context:
         if disconnected:
             metrics.DISCONNECTS.inc()
 
-    def _token_chunks(self, chunks: wire.Chunks) -> Iterator[bytes | None]:
+    def _chunks(self):
+        if self.kind == "anthropic":
+            return wire.AnthropicChunks(self.response_id, self.request.model, self.prompt_tokens)
+        if self.kind == "raw":
+            return wire.RawChunks()
+        return wire.Chunks(self.response_id, self.created, self.request.model, self.request.include_usage, self.chat)
+
+    def _token_chunks(self, chunks) -> Iterator[bytes | None]:
         """One item per output token: the chunk to write at its deadline, or None (sent later)."""
         plan = self.plan
         if plan.reasoning:
             for delta in self.app.text.delta_json(plan.reasoning):
-                yield None if delta is None else (chunks.reasoning(delta) if self.chat else chunks.content(delta))
+                yield None if delta is None else chunks.reasoning(delta)
         if plan.content:
             for delta in self.app.text.delta_json(plan.content):
                 yield None if delta is None else chunks.content(delta)
@@ -317,13 +347,12 @@ class _Context:
     # -- streaming -----------------------------------------------------------------------
     def stream(self) -> Iterator[bytes]:
         """The SSE body; each token leaves at its absolute deadline, its lateness is recorded."""
-        chunks = wire.Chunks(self.response_id, self.created, self.request.model, self.request.include_usage,
-                             self.chat)
+        chunks = self._chunks()
         fault, lag = self.fault, metrics.LagCounter()
         client_left = True  # until the stream reaches an end of its own
         try:
             # Sent with the headers, right away: TTFB is not TTFT.
-            yield chunks.role() if self.chat and fault != "stall" else b""
+            yield chunks.opening() if fault != "stall" else b""
             if fault == "stall":  # headers, then silence
                 sleep_watching(time.monotonic() + self.app.config.faults.stall_s, self.sock)
                 client_left = False
@@ -364,18 +393,14 @@ class _Context:
                     pending.clear()
             if midstream:  # after `cut` tokens, or at the end of a shorter answer
                 if fault == "error_event":
-                    pending.append(wire.error_event("The server had an error while generating "
-                                                    "(injected by the mock)."))
+                    pending.append(chunks.error("The server had an error while generating (injected by the mock)."))
                 if pending:
                     yield b"".join(pending)
                 client_left = False
                 if fault == "disconnect":
                     raise AbortConnection(reset=True)
                 return  # error_event, truncate: the HTTP response ends without finish_reason or [DONE]
-            pending.append(chunks.finish(self.plan.finish_reason))
-            if self.request.include_usage:
-                pending.append(chunks.usage(self._usage()))
-            pending.append(wire.DONE)
+            pending.append(chunks.tail(self.plan.finish_reason, self._usage()))
             yield b"".join(pending)
             client_left = False
         finally:
@@ -402,6 +427,9 @@ class _Context:
         if fault in ("stall", "disconnect"):
             raise AbortConnection(reset=fault == "disconnect")
         json_headers = [("Content-Type", "application/json"), *headers]
+        if fault == "error_event" and self.kind == "anthropic":
+            return Response(500, wire.anthropic_error_body("Internal error (injected by the mock).", "server_error"),
+                            json_headers)
         if fault == "error_event":
             return Response(500, wire.error_body("The server had an error while generating (injected by the "
                                                  "mock).", "server_error", "internal_error"), json_headers)
@@ -415,6 +443,16 @@ class _Context:
     def _body(self) -> bytes:
         plan, text = self.plan, self.app.text
         content = text.text(plan.content) if plan.content else None
+        if self.kind == "anthropic":
+            blocks = []
+            if plan.reasoning:
+                blocks.append({"type": "thinking", "thinking": text.text(plan.reasoning)})
+            blocks.append({"type": "text", "text": content or ""})
+            return json.dumps({"id": self.response_id, "type": "message", "role": "assistant", "content": blocks,
+                               "model": self.request.model, "stop_reason": wire.STOP_REASONS.get(plan.finish_reason),
+                               "stop_sequence": None, "usage": {"input_tokens": self.prompt_tokens,
+                                                                "output_tokens": plan.completion_tokens}},
+                              ensure_ascii=False).encode()
         if self.chat:
             message: dict = {"role": "assistant", "content": content}
             if plan.reasoning:

@@ -18,7 +18,7 @@ OVERRIDES = {
     "per_input_token_ms": "latency.per_input_token_ms", "load_slope": "latency.load_slope",
     "max_num_seqs": "capacity.max_num_seqs", "max_queue": "capacity.max_queue",
     "output_tokens": "output.mean_tokens", "language": "output.language",
-    "reasoning_tokens": "output.reasoning_tokens", "seed": "seed",
+    "reasoning_tokens": "output.reasoning_tokens", "seed": "seed", "log_requests": "server.log_requests",
 }
 
 
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reasoning-tokens", type=int, help="reasoning_content tokens before every answer")
     p.add_argument("--language", choices=("en", "zh"), help="language of the generated text")
     p.add_argument("--accept-any-model", action="store_true", help="serve any model name instead of 404")
+    p.add_argument("--log-requests", metavar="FILE", help="append every generation request body to FILE (JSON lines)")
     return p
 
 

@@ -27,6 +27,7 @@ class Server(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8082, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=256)
+    log_requests: str | None = Field(None, description="append every generation request body to this file")
 
 
 class Auth(_Section):

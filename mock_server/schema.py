@@ -127,3 +127,68 @@ class CompletionRequest(_Generation):
         if prompt and isinstance(prompt[0], list):
             return sum(len(p) for p in prompt)
         return sum(count_tokens_cached(p) for p in prompt)
+
+
+class AnthropicBlock(_Body):
+    type: str
+    text: str | None = None
+
+
+class AnthropicMessage(_Body):
+    role: Literal["user", "assistant"]
+    content: str | list[AnthropicBlock]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(block.text or "" for block in self.content)
+
+
+class AnthropicRequest(_Body):
+    """Anthropic Messages (`POST /v1/messages`): text (and thinking) answers; tools are not mocked."""
+
+    model: str = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    messages: list[AnthropicMessage] = Field(min_length=1)
+    system: str | list[AnthropicBlock] | None = None
+    stream: bool = False
+    temperature: float | None = Field(None, ge=0, le=1)
+    seed: int | None = None  # not Anthropic's; lets tests make answers repeatable
+    ignore_eos: bool = False
+    min_tokens: int = 0
+
+    @property
+    def include_usage(self) -> bool:
+        return True
+
+    def token_limit(self) -> int:
+        return self.max_tokens
+
+    def prompt_tokens(self) -> int:
+        system = self.system if isinstance(self.system, str) else "".join(b.text or "" for b in self.system or [])
+        messages = [{"role": m.role, "content": m.text()} for m in self.messages]
+        if system:
+            messages.insert(0, {"role": "system", "content": system})
+        return count_chat_prompt(messages)
+
+
+class RawRequest(_Body):
+    """`POST /raw/stream`: a plain streaming text API (chunked text/plain, no SSE)."""
+
+    prompt: str
+    max_tokens: int = Field(128, ge=1)
+    model: str = ""
+    seed: int | None = None
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    stream: bool = True
+
+    @property
+    def include_usage(self) -> bool:
+        return False
+
+    def token_limit(self) -> int:
+        return self.max_tokens
+
+    def prompt_tokens(self) -> int:
+        return count_tokens_cached(self.prompt)

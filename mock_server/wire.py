@@ -26,10 +26,15 @@ def _dumps(value: object) -> bytes:
 
 
 class Chunks:
-    """Bytes of every SSE event of one streamed response (chat or legacy completion)."""
+    """Bytes of every SSE event of one OpenAI streamed response (chat or legacy completion).
+
+    Every stream builder has the same interface: opening() (sent with the headers), content(),
+    reasoning(), the tool-call pieces, tail(finish_reason, usage), error(), malformed().
+    """
 
     def __init__(self, response_id: str, created: int, model: str, include_usage: bool, chat: bool):
         self.chat = chat
+        self.include_usage = include_usage
         obj = "chat.completion.chunk" if chat else "text_completion"
         head = (f'{{"id":"{response_id}","object":"{obj}","created":{created},'
                 f'"model":{json.dumps(model)},"system_fingerprint":"{SYSTEM_FINGERPRINT}","choices":[')
@@ -48,7 +53,10 @@ class Chunks:
     def _choice(self, choice: dict) -> bytes:
         return self._head + _dumps(choice) + b"]" + self._tail
 
-    def role(self) -> bytes:
+    def opening(self) -> bytes:
+        """The role-only first chunk (chat); legacy completions have none."""
+        if not self.chat:
+            return b""
         return self._choice({"index": 0, "delta": {"role": "assistant", "content": ""},
                              "logprobs": None, "finish_reason": None})
 
@@ -56,6 +64,8 @@ class Chunks:
         return self._content + delta_json + self._delta_end
 
     def reasoning(self, delta_json: bytes) -> bytes:
+        if not self.chat:
+            return self.content(delta_json)
         return self._reasoning + delta_json + self._delta_end
 
     def tool_call_start(self, index: int, call_id: str, name: str) -> bytes:
@@ -85,13 +95,17 @@ class Chunks:
     def usage(self, usage: dict) -> bytes:
         return self._usage_head + _dumps(usage) + b"}\n\n"
 
+    def tail(self, reason: str, usage: dict) -> bytes:
+        """finish_reason, the usage chunk when asked for, [DONE]."""
+        return self.finish(reason) + (self.usage(usage) if self.include_usage else b"") + DONE
+
+    @staticmethod
+    def error(message: str) -> bytes:
+        return b"data: " + error_body(message, "server_error", "internal_error") + b"\n\n"
+
     def malformed(self) -> bytes:
         """A data event whose JSON is cut off: what a broken proxy or server emits."""
         return self._head + b'{"index":0,"delta":{"content":"unterminated\n\n'
-
-
-def error_event(message: str, type_: str = "server_error", code: str | None = "internal_error") -> bytes:
-    return b"data: " + error_body(message, type_, code) + b"\n\n"
 
 
 def usage_dict(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> dict:
@@ -100,3 +114,99 @@ def usage_dict(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int
     if reasoning_tokens:
         usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
     return usage
+
+
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use"}
+
+
+def anthropic_error_body(message: str, type_: str) -> bytes:
+    anthropic_type = {"invalid_request_error": "invalid_request_error", "server_error": "api_error",
+                      "requests": "rate_limit_error", "rate_limit_error": "rate_limit_error"}.get(type_, type_)
+    if "overloaded" in message.lower():
+        anthropic_type = "overloaded_error"
+    return json.dumps({"type": "error", "error": {"type": anthropic_type, "message": message}}).encode()
+
+
+class AnthropicChunks:
+    """Anthropic Messages SSE: message_start, content blocks (thinking, text), message_delta, message_stop."""
+
+    def __init__(self, response_id: str, model: str, input_tokens: int):
+        self._id, self._model, self._input = response_id, model, input_tokens
+        self._block = -1
+        self._kind = ""
+
+    @staticmethod
+    def _event(name: str, payload: bytes) -> bytes:
+        return b"event: " + name.encode() + b"\ndata: " + payload + b"\n\n"
+
+    def opening(self) -> bytes:
+        message = {"id": self._id, "type": "message", "role": "assistant", "content": [], "model": self._model,
+                   "stop_reason": None, "stop_sequence": None,
+                   "usage": {"input_tokens": self._input, "output_tokens": 1}}
+        return self._event("message_start", _dumps({"type": "message_start", "message": message}))
+
+    def _switch(self, kind: str) -> bytes:
+        if kind == self._kind:
+            return b""
+        out = self._stop_block()
+        self._block += 1
+        self._kind = kind
+        block = {"type": "thinking", "thinking": ""} if kind == "thinking" else {"type": "text", "text": ""}
+        return out + self._event("content_block_start", _dumps({"type": "content_block_start",
+                                                                "index": self._block, "content_block": block}))
+
+    def _stop_block(self) -> bytes:
+        if self._block < 0:
+            return b""
+        return self._event("content_block_stop", b'{"type":"content_block_stop","index":%d}' % self._block)
+
+    def _delta(self, kind: str, field: str, delta_json: bytes) -> bytes:
+        return self._switch("thinking" if kind == "thinking_delta" else "text") + self._event(
+            "content_block_delta", b'{"type":"content_block_delta","index":%d,"delta":{"type":"%s","%s":%s}}'
+            % (self._block, kind.encode(), field.encode(), delta_json))
+
+    def content(self, delta_json: bytes) -> bytes:
+        return self._delta("text_delta", "text", delta_json)
+
+    def reasoning(self, delta_json: bytes) -> bytes:
+        return self._delta("thinking_delta", "thinking", delta_json)
+
+    def tail(self, reason: str, usage: dict) -> bytes:
+        out = self._switch("text") if self._block < 0 else b""  # an empty answer still has a text block
+        delta = {"type": "message_delta", "delta": {"stop_reason": STOP_REASONS.get(reason, reason),
+                                                    "stop_sequence": None},
+                 "usage": {"output_tokens": usage["completion_tokens"]}}
+        return (out + self._stop_block() + self._event("message_delta", _dumps(delta))
+                + self._event("message_stop", b'{"type":"message_stop"}'))
+
+    def error(self, message: str) -> bytes:
+        return self._event("error", anthropic_error_body(message, "server_error"))
+
+    def malformed(self) -> bytes:
+        return self._event("content_block_delta", b'{"type":"content_block_delta","delta":{"text":"unterminated')
+
+
+class RawChunks:
+    """A plain chunked text stream: each token's text, nothing else (no SSE, no usage)."""
+
+    @staticmethod
+    def opening() -> bytes:
+        return b""
+
+    @staticmethod
+    def content(delta_json: bytes) -> bytes:
+        return json.loads(delta_json).encode()
+
+    reasoning = content
+
+    @staticmethod
+    def tail(reason: str, usage: dict) -> bytes:
+        return b""
+
+    @staticmethod
+    def error(message: str) -> bytes:
+        return b""
+
+    @staticmethod
+    def malformed() -> bytes:
+        return b"\xff\xfe"  # not UTF-8

@@ -7,12 +7,14 @@ streams...) means adding a small class here, not another accounting.
 
 from __future__ import annotations
 
+import codecs
 import json
 from typing import Protocol
 
 
 class Account(Protocol):
     def output(self, t: float, text: str, visible: bool) -> None: ...
+    def tool_call(self, index: int, call_id: str | None, name: str | None, arguments: str | None) -> None: ...
     def finish(self, reason: str) -> None: ...
     def usage(self, prompt_tokens: int | None, completion_tokens: int | None,
               reasoning_tokens: int | None = None) -> None: ...
@@ -21,9 +23,24 @@ class Account(Protocol):
 
 
 class Format(Protocol):
+    """An SSE format (sse = True) handles decoded events; a raw one is fed the body's bytes."""
+
     name: str
+    sse: bool
 
     def handle(self, event: str, data: bytes, t: float, account: Account) -> None: ...
+    def feed(self, data: bytes, t: float, account: Account) -> None: ...
+    def end(self, account: Account, complete: bool) -> None: ...
+
+
+class _SSEFormat:
+    sse = True
+
+    def feed(self, data: bytes, t: float, account: Account) -> None:
+        raise NotImplementedError("an SSE format is fed decoded events")
+
+    def end(self, account: Account, complete: bool) -> None:
+        """Whether an SSE stream ended properly is told by its own events ([DONE], finish)."""
 
 
 def _error_message(error: object) -> str:
@@ -59,7 +76,7 @@ def _decode(event: str, data: bytes, account: Account) -> dict | None:
     return obj
 
 
-class OpenAIChat:
+class OpenAIChat(_SSEFormat):
     """`chat.completion.chunk` events: content, reasoning_content/reasoning, tool_calls, function_call."""
 
     name = "openai-chat"
@@ -82,6 +99,8 @@ class OpenAIChat:
                 for call in delta.get("tool_calls") or ():
                     function = call.get("function") or {}
                     hidden.append((function.get("name") or "") + (function.get("arguments") or ""))
+                    account.tool_call(call.get("index", 0), call.get("id"), function.get("name"),
+                                      function.get("arguments"))
                 call = delta.get("function_call")
                 if call:
                     hidden.append((call.get("name") or "") + (call.get("arguments") or ""))
@@ -95,7 +114,7 @@ class OpenAIChat:
         _usage(obj, account)
 
 
-class OpenAICompletions:
+class OpenAICompletions(_SSEFormat):
     """Legacy `text_completion` events: choices[].text."""
 
     name = "openai-completions"
@@ -115,4 +134,73 @@ class OpenAICompletions:
         _usage(obj, account)
 
 
-FORMATS: dict[str, type] = {OpenAIChat.name: OpenAIChat, OpenAICompletions.name: OpenAICompletions}
+class AnthropicMessages(_SSEFormat):
+    """Anthropic Messages SSE: content_block_delta (text, thinking, tool input), message_delta usage."""
+
+    name = "anthropic"
+
+    def handle(self, event: str, data: bytes, t: float, account: Account) -> None:
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            account.fail("malformed", f"event is not valid JSON: {data[:80]!r}")
+            return
+        kind = obj.get("type") if isinstance(obj, dict) else None
+        if kind == "content_block_delta":
+            delta = obj.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta" and delta.get("text"):
+                account.output(t, delta["text"], True)
+            elif dtype == "thinking_delta" and delta.get("thinking"):
+                account.output(t, delta["thinking"], False)
+            elif dtype == "input_json_delta" and delta.get("partial_json"):
+                account.output(t, delta["partial_json"], False)
+        elif kind == "content_block_start":
+            block = obj.get("content_block") or {}
+            if block.get("type") == "tool_use" and block.get("name"):
+                account.output(t, block["name"], False)
+        elif kind == "message_start":
+            usage = (obj.get("message") or {}).get("usage") or {}
+            account.usage(usage.get("input_tokens"), None)
+        elif kind == "message_delta":
+            reason = (obj.get("delta") or {}).get("stop_reason")
+            if reason:
+                account.finish(reason)
+            account.usage(None, (obj.get("usage") or {}).get("output_tokens"))
+        elif kind == "message_stop":
+            account.done()
+        elif kind == "error" or event == "error":
+            account.fail("sse_error", _error_message(obj.get("error", obj)))
+        elif kind is None:
+            account.fail("malformed", f"event without a type: {data[:80]!r}")
+
+
+class RawText:
+    """A plain streaming text body (no SSE): every read with text is an output chunk; the stream
+    is complete when the HTTP body ends as its framing says."""
+
+    name = "raw"
+    sse = False
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+
+    def handle(self, event: str, data: bytes, t: float, account: Account) -> None:
+        raise NotImplementedError("a raw format is fed bytes")
+
+    def feed(self, data: bytes, t: float, account: Account) -> None:
+        try:
+            text = self._decoder.decode(data)
+        except UnicodeDecodeError as exc:
+            account.fail("malformed", f"the stream is not valid UTF-8 ({exc.reason})")
+            return
+        if text:
+            account.output(t, text, True)
+
+    def end(self, account: Account, complete: bool) -> None:
+        if complete:
+            account.finish("stop")
+            account.done()
+
+
+FORMATS: dict[str, type] = {f.name: f for f in (OpenAIChat, OpenAICompletions, AnthropicMessages, RawText)}

@@ -23,18 +23,25 @@ def check_writable(directory: Path) -> None:
     probe.unlink()
 
 
+CONVERSATION_FIELDS = ["conversation_id", "worker_id", "user_id", "scenario", "t_start", "turns", "tool_calls",
+                       "ended_by", "total_ms", "status"]
+
+
 class RecordWriter:
-    def __init__(self, path: Path):
+    """A CSV file of records (or of conversations, with their fields), buffered between flushes."""
+
+    def __init__(self, path: Path, fields: list[str] = RECORD_FIELDS):
         self.path = path
+        self.fields = fields
         self._file = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - lives for the run
         self._buffer = io.StringIO()
         self._csv = csv.writer(self._buffer)
-        self._csv.writerow(RECORD_FIELDS)
+        self._csv.writerow(fields)
         self.count = 0
         self.flush()
 
     def write(self, record: Record) -> None:
-        self.write_row([getattr(record, f) for f in RECORD_FIELDS])
+        self.write_row([getattr(record, f) for f in self.fields])
 
     def write_row(self, row: list) -> None:
         """A record as a list of values in RECORD_FIELDS order (as shipped by workers)."""

@@ -89,6 +89,7 @@ class StreamAccount:
     usage_completion: int | None = None
     usage_reasoning: int | None = None
     saw_done: bool = False
+    tool_calls: dict[int, dict] = field(default_factory=dict)
     error_type: str = ""
     error: str = ""
 
@@ -106,6 +107,16 @@ class StreamAccount:
         self.t_last = t
         self.chunks += 1
         self.texts.append(text)
+
+    def tool_call(self, index: int, call_id: str | None, name: str | None, arguments: str | None) -> None:
+        """Assemble streamed tool calls (OpenAI deltas: id and name on the first fragment only)."""
+        call = self.tool_calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
+        if call_id:
+            call["id"] = call_id
+        if name:
+            call["name"] += name
+        if arguments:
+            call["arguments"] += arguments
 
     def finish(self, reason: str) -> None:
         self.finish_reason = reason
@@ -141,9 +152,12 @@ def _http_error_message(status: int, reason: str, body: bytes) -> str:
 
 
 def stream_request(conn: Connection, path: str, body: bytes, headers: list[tuple[str, str]], fmt: Format,
-                   timeouts: Timeouts, record: Record, prompt_tokens: int | None = None) -> Record:
-    """Send a streaming POST on `conn`; fill `record` with what happened and return it."""
-    account = StreamAccount()
+                   timeouts: Timeouts, record: Record, prompt_tokens: int | None = None,
+                   account: StreamAccount | None = None) -> Record:
+    """Send a streaming POST on `conn`; fill `record` with what happened and return it.
+
+    Pass an `account` to keep what the stream carried (text, tool calls) beyond the record."""
+    account = StreamAccount() if account is None else account
     record.t_start = time.time()
     t_end = None
     try:
@@ -190,12 +204,15 @@ def stream_request(conn: Connection, path: str, body: bytes, headers: list[tuple
 
 def _read_events(conn: Connection, response, fmt: Format, account: StreamAccount, timeouts: Timeouts,
                  total_deadline: float) -> None:
-    decoder = SSEDecoder()
+    decoder = SSEDecoder() if fmt.sse else None
     stall, first_deadline = timeouts.stall_s, account.t_sent + timeouts.first_token_s
     handle = fmt.handle
     for data, t in response.read_body():
-        for event, payload in decoder.feed(data):
-            handle(event, payload, t, account)
+        if decoder is not None:
+            for event, payload in decoder.feed(data):
+                handle(event, payload, t, account)
+        else:
+            fmt.feed(data, t, account)
         if account.error_type:
             return
         # the next read's deadline: the first token, then the stall limit, never past the total
@@ -206,6 +223,7 @@ def _read_events(conn: Connection, response, fmt: Format, account: StreamAccount
         if total_deadline < deadline:
             deadline, kind = total_deadline, "timeout_total"
         conn.deadline, conn.timeout_kind = deadline, kind
+    fmt.end(account, response.complete)
 
 
 def _finish_record(record: Record, account: StreamAccount, t_end: float | None,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import gevent
 
-from ..records import RecordWriter
+from ..records import CONVERSATION_FIELDS, RecordWriter
 from ..stream import RECORD_FIELDS, Record
 from .quota import TICKETS_GRANT, TICKETS_REQUEST, TicketLedger
 
@@ -33,6 +33,7 @@ class RecordShipper:
         self.worker_id = worker_id
         self._client_summary = client_summary  # the worker's self-check, sent along with its records
         self.rows: list[list] = []
+        self.conversations: list[list] = []
         self.count = 0
         self._greenlet = gevent.spawn(self._loop)
 
@@ -42,10 +43,15 @@ class RecordShipper:
         if len(self.rows) >= FLUSH_ROWS:
             self.flush()
 
+    def write_conversation(self, row: list) -> None:
+        self.conversations.append(row)
+
     def flush(self) -> None:
-        if self.rows:
+        if self.rows or self.conversations:
             rows, self.rows = self.rows, []
             data = {"worker": self.worker_id, "rows": rows}
+            if self.conversations:
+                data["conversations"], self.conversations = self.conversations, []
             if self._client_summary is not None:
                 data["client"] = self._client_summary()
             self.runner.send_message(RECORDS, data)
@@ -71,6 +77,7 @@ class MasterCollector:
         self._on_spent = on_spent
         self._pending: list[tuple[str, str, int]] = []  # (client id, worker id, want)
         self.writers: dict[str, RecordWriter] = {}
+        self.conversation_writers: dict[str, RecordWriter] = {}
         self.worker_of: dict[str, str] = {}  # Locust client id -> our worker id
         self.seen: dict[str, dict] = {}  # worker id -> facts for the metadata
         self.lost: dict[str, dict] = {}
@@ -105,6 +112,14 @@ class MasterCollector:
         if writer is None:
             writer = self.writers[worker] = RecordWriter(self.results_dir / f"requests-{worker}.csv")
         rows = msg.data["rows"]
+        if msg.data.get("conversations"):
+            conversations = self.conversation_writers.get(worker)
+            if conversations is None:
+                conversations = self.conversation_writers[worker] = RecordWriter(
+                    self.results_dir / f"conversations-{worker}.csv", CONVERSATION_FIELDS)
+            for row in msg.data["conversations"]:
+                conversations.write_row(row)
+            conversations.flush()
         if msg.data.get("client"):
             self.summaries[worker] = msg.data["client"]
         for row in rows:
@@ -152,7 +167,7 @@ class MasterCollector:
 
     def close(self) -> None:
         self.stop_watching()
-        for writer in self.writers.values():
+        for writer in [*self.writers.values(), *self.conversation_writers.values()]:
             writer.close()
 
     def metadata(self) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..httpclient import Target
 from ..records import check_writable
+from ..scenario import Scenario, ScenarioError, load_scenario
 from ..stream import Timeouts
 
 DEFAULT_PROMPT = ("You are helping with a load test. Write a short, friendly paragraph about why measuring "
@@ -75,6 +76,9 @@ class _Group:
 
 def add_arguments(parser) -> None:
     group = _Group(parser.add_argument_group("tokenstorm", "Streaming LLM load test options"))
+    group.add_argument("--scenario", default="", metavar="FILE",
+                       help="Scenario file (YAML/JSON): path, headers, body template, data, format, upstreams, "
+                            "SLOs; -u and --total-requests on the command line override it")
     group.add_argument("--total-requests", type=_non_negative_int, default=0, metavar="N",
                        help="Send exactly N requests in total, then end the run (in-flight requests finish). "
                             "0 = no limit.")
@@ -132,9 +136,18 @@ class Settings:
     results_dir: Path
     timeouts: Timeouts
     slos: dict[str, float] = field(default_factory=dict)
+    scenario: Scenario | None = None
 
     @classmethod
     def build(cls, options, host: str | None, results_dir: Path, check_dir: bool = True) -> Settings:
+        scenario = None
+        if options.scenario:
+            try:
+                scenario = load_scenario(options.scenario)
+            except ScenarioError as exc:
+                raise OptionError(str(exc)) from None
+        if scenario is not None and scenario.upstreams and not host:
+            host = scenario.upstreams[0][1].origin + scenario.upstreams[0][1].base_path
         if not host:
             raise OptionError("no target: give --host URL (e.g. --host http://127.0.0.1:8082)")
         try:
@@ -165,15 +178,24 @@ class Settings:
             name, _, value = raw.partition(":")
             headers.append((name.strip(), value.strip()))
         slos = {"ttft_ms": options.slo_ttft_ms, "tpot_ms": options.slo_tpot_ms, "e2e_ms": options.slo_e2e_ms}
+        timeouts = Timeouts(options.connect_timeout, options.first_token_timeout, options.stall_timeout,
+                            options.request_timeout)
+        total = options.total_requests
+        if scenario is not None:
+            spec = scenario.spec
+            path = spec.path if spec.path.startswith("/") else "/" + spec.path  # after each upstream's base path
+            given = {k: v for k, v in spec.timeouts.model_dump().items() if v is not None}
+            timeouts = Timeouts(**(timeouts.__dict__ | given))
+            slos = {k: slos[k] or v for k, v in spec.slos.model_dump().items()}
+            total = total or spec.total_requests or 0
+            options.api = {"openai-completions": "completions"}.get(spec.format, options.api)
         return cls(
             target=target, path=path, api=options.api, model=options.model, max_tokens=options.max_tokens,
             ignore_eos=options.ignore_eos, temperature=options.temperature, prompt=prompt,
             include_usage=not options.no_include_usage, api_key_env=options.api_key_env,
             api_key=os.environ.get(options.api_key_env) or None, extra_headers=headers,
-            total_requests=options.total_requests, results_dir=results_dir,
-            timeouts=Timeouts(options.connect_timeout, options.first_token_timeout, options.stall_timeout,
-                              options.request_timeout),
-            slos={k: v for k, v in slos.items() if v})
+            total_requests=total, results_dir=results_dir, timeouts=timeouts,
+            slos={k: v for k, v in slos.items() if v}, scenario=scenario)
 
     def public(self) -> dict:
         """The settings as written to run metadata: everything but secrets."""
@@ -185,4 +207,8 @@ class Settings:
             "extra_headers": [name for name, _ in self.extra_headers],  # values may be secrets
             "total_requests": self.total_requests, "results_dir": str(self.results_dir),
             "timeouts": self.timeouts.__dict__, "slos": self.slos,
+            "scenario": None if self.scenario is None else {
+                "file": str(self.scenario.source), "name": self.scenario.name, "format": self.scenario.spec.format,
+                "upstreams": [name for name, _, _ in self.scenario.upstreams],
+                "headers": [name for name, _ in self.scenario.headers]},  # values may be secrets
         }

@@ -22,6 +22,11 @@ def final_report(run) -> None:
         print(f"tokenstorm: no report: {exc}", flush=True)
         return
     summary = summarize(records, run.settings.slos)
+    groups = {}
+    for column in ("upstream", "scenario"):
+        if records[column].nunique() > 1:
+            groups[column] = {str(name): summarize(part, run.settings.slos)
+                              for name, part in records.groupby(column, observed=True)}
     if run.collector is not None:  # distributed: every worker's self-check, and the lost ones
         meta = run.collector.metadata()
         clients = {w: facts.get("client") or {} for w, facts in meta["workers"].items()}
@@ -32,6 +37,13 @@ def final_report(run) -> None:
         clients = {run.worker_id: run.monitor.summary()}
     summary["client"] = clients
     print("\n" + format_report(summary, f"tokenstorm report: {folder}"), flush=True)
+    for column, parts in groups.items():
+        print(f"by {column}:", flush=True)
+        for name, part in parts.items():
+            ttft = part["metrics"]["ttft_ms"]
+            print(f"  {name}: {part['requests']} requests, {part['failed']} failed, "
+                  f"{part['throughput_output_tok_s']:,.1f} output tokens/s, TTFT p50 {ttft.get('p50', 0):.1f} ms "
+                  f"p99 {ttft.get('p99', 0):.1f} ms", flush=True)
     if summary.get("workers"):
         print("workers: " + ", ".join(f"{w} {f['records']} records" + (" (LOST)" if f["lost"] else "")
                                       for w, f in summary["workers"].items()), flush=True)

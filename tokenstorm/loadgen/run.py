@@ -13,6 +13,7 @@ import itertools
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import gevent
@@ -20,16 +21,27 @@ from locust import events as locust_events
 from locust.runners import MasterRunner, WorkerRunner
 
 from .. import tokenizer
-from ..formats import OpenAIChat, OpenAICompletions
-from ..httpclient import Connection, ConnectionLost, HTTPError
+from ..formats import FORMATS
+from ..httpclient import Connection, ConnectionLost, HTTPError, Target
 from ..monitor import Monitor
-from ..records import RecordWriter
+from ..records import CONVERSATION_FIELDS, RecordWriter
 from ..stream import Record
 from .distributed import WORKER_SUMMARY, MasterCollector, RecordShipper
 from .options import OptionError, Settings, add_arguments
 from .quota import TICKETS_GRANT, LocalQuota, RemoteQuota
 
 LOG_PREFIX = "tokenstorm:"
+
+
+@dataclass(frozen=True)
+class Request:
+    upstream: str  # its name in records and reports
+    target: Target
+    path: str
+    body: bytes
+    prompt_tokens: int | None
+    model: str
+    label: str  # the name in Locust's table
 
 
 class StreamFailure(Exception):
@@ -51,21 +63,29 @@ class Run:
         self.role = role_of(environment.runner)
         runner = environment.runner
         self.worker_id = f"w{runner.worker_index}" if self.role == "worker" else self.role
-        self.format = OpenAIChat() if settings.api == "chat" else OpenAICompletions()
+        scenario = self.scenario = settings.scenario
+        default_format = "openai-chat" if settings.api == "chat" else "openai-completions"
+        self.format_class = FORMATS[scenario.spec.format if scenario else default_format]
         self.headers = [("Content-Type", "application/json"), ("Accept", "text/event-stream"),
                         ("Accept-Encoding", "identity")]
-        if settings.api_key:
+        if scenario is not None and scenario.headers:
+            self.headers += scenario.headers  # the scenario says how to authenticate
+        elif settings.api_key:
             self.headers.append(("Authorization", f"Bearer {settings.api_key}"))
         self.headers += settings.extra_headers
-        self.body = json.dumps(self.request_body()).encode()
-        self.prompt_tokens = (tokenizer.count_chat_prompt(self.request_body()["messages"]) if settings.api == "chat"
-                              else tokenizer.count_tokens(settings.prompt))
+        if scenario is None:
+            self.body = json.dumps(self.request_body()).encode()
+            self.prompt_tokens = (tokenizer.count_chat_prompt(self.request_body()["messages"])
+                                  if settings.api == "chat" else tokenizer.count_tokens(settings.prompt))
+        self.scenario_name = scenario.name if scenario else "default"
+        self.several_upstreams = bool(scenario and len(scenario.upstreams) > 1)
         if self.role == "worker":
             self.quota = RemoteQuota(settings.total_requests, lambda kind, data: runner.send_message(kind, data))
         else:
             self.quota = LocalQuota(settings.total_requests, self._quota_spent)
         self.monitor = Monitor()
         self.writer: RecordWriter | RecordShipper | None = None
+        self.conversations: RecordWriter | None = None
         self.collector: MasterCollector | None = None
         self.started: float | None = None
         self.ended: float | None = None
@@ -90,16 +110,28 @@ class Run:
             body["temperature"] = s.temperature
         return body
 
-    def connection(self) -> Connection:
-        return Connection(self.settings.target, self.settings.timeouts.connect_s)
+    def connection(self, target=None) -> Connection:
+        return Connection(target or self.settings.target, self.settings.timeouts.connect_s)
+
+    def next_request(self) -> Request:
+        """What the next request sends, and where."""
+        settings, scenario = self.settings, self.scenario
+        if scenario is None:
+            target = settings.target
+            return Request(target.origin, target, settings.path, self.body, self.prompt_tokens, settings.model,
+                           settings.path)
+        body, prompt_tokens = scenario.next_body()
+        name, target = scenario.pick_upstream() if scenario.upstreams else (settings.target.origin, settings.target)
+        label = f"{settings.path} [{name}]" if self.several_upstreams else settings.path
+        return Request(name, target, target.base_path + settings.path, json.dumps(body).encode(), prompt_tokens,
+                       str(body.get("model", "")), label)
 
     def next_user_id(self) -> int:
         return next(self._users)
 
-    def new_record(self, user_id: int) -> Record:
+    def new_record(self, user_id: int, request: Request) -> Record:
         return Record(request_id=f"{self.worker_id}-{next(self._sequence)}", worker_id=self.worker_id,
-                      user_id=user_id, scenario="default", upstream=self.settings.target.origin,
-                      model=self.settings.model)
+                      user_id=user_id, scenario=self.scenario_name, upstream=request.upstream, model=request.model)
 
     # -- the test ------------------------------------------------------------------------
     def start(self) -> None:
@@ -129,7 +161,7 @@ class Run:
             self.environment.runner.send_message(WORKER_SUMMARY, {"worker": self.worker_id,
                                                                   "client": self.monitor.summary()})
 
-    def finish(self, record: Record) -> None:
+    def finish(self, record: Record, name: str | None = None) -> None:
         """Keep the record and tell Locust: one request event, then TTFT/TPOT when it succeeded."""
         if self.writer is not None:
             self.writer.write(record)
@@ -137,7 +169,7 @@ class Run:
         if record.error_type == "cancelled":
             return
         fire = self.environment.events.request.fire
-        name = self.settings.path
+        name = name or self.settings.path
         exception = None if record.ok else StreamFailure(_failure_label(record))
         fire(request_type="POST", name=name, response_time=record.total_ms or record.e2e_ms or 0,
              response_length=record.output_tokens or 0, exception=exception, context={"request_id": record.request_id})
@@ -148,6 +180,17 @@ class Run:
                 fire(request_type="TPOT", name=name, response_time=record.tpot_ms, response_length=0,
                      exception=None, context={})
         self.quota.complete()
+
+    def write_conversation(self, row: dict) -> None:
+        values = [row.get(f) for f in CONVERSATION_FIELDS]
+        if isinstance(self.writer, RecordShipper):
+            self.writer.write_conversation(values)
+            return
+        if self.conversations is None:
+            self.conversations = RecordWriter(self.settings.results_dir / f"conversations-{self.worker_id}.csv",
+                                              CONVERSATION_FIELDS)
+        self.conversations.write_row(values)
+        self.conversations.flush()
 
     def _quota_spent(self) -> None:
         runner = self.environment.runner
@@ -164,6 +207,8 @@ class Run:
             self.collector.close()
         if isinstance(self.writer, RecordWriter):
             self.writer.close()
+        if self.conversations is not None:
+            self.conversations.close()
         self.write_metadata()
 
     def write_metadata(self) -> None:
@@ -274,14 +319,18 @@ def prepare(environment) -> Run:
     host = environment.host or getattr(options, "host", None)
     settings = Settings.build(options, host, Path(options.results_dir or "."), check_dir=role != "worker")
     if role != "worker":
-        settings = resolve(settings)
+        if settings.scenario is None:  # a scenario's body names its model
+            settings = resolve(settings)
         options.model = settings.model
         options.prompt, options.prompt_file = settings.prompt, ""
+    if settings.scenario is not None and options.num_users is None and settings.scenario.spec.users:
+        options.num_users = settings.scenario.spec.users  # -u on the command line wins
     RUN = Run(environment, settings)
     return RUN
 
 
-def install(events=locust_events) -> None:
+def install(events=locust_events, require_agent: bool = False) -> None:
+    """Hook tokenstorm into Locust; require_agent: the run needs a scenario with an `agent` section."""
     @events.init_command_line_parser.add_listener
     def _arguments(parser):
         add_arguments(parser)
@@ -300,9 +349,12 @@ def install(events=locust_events) -> None:
         if options is None or not options.headless:
             return  # the web UI sets host and options when a test starts
         try:
-            prepare(environment)
+            run = prepare(environment)
         except OptionError as exc:
             _fail(str(exc))
+        if require_agent and (run.scenario is None or run.scenario.spec.agent is None):
+            _fail("this locustfile runs tool-calling agents: give --scenario FILE with an `agent` section "
+                  "(e.g. configs/scenarios/tool-agent.yaml)")
 
     @events.test_start.add_listener
     def _test_start(environment, **_kwargs):

@@ -6,7 +6,8 @@ from gevent import GreenletExit
 from locust import User, constant, task
 from locust.exception import StopUser
 
-from ..stream import stream_request
+from ..httpclient import Connection
+from ..stream import Record, StreamAccount, stream_request
 from . import run as run_state
 
 
@@ -19,27 +20,38 @@ class StreamingUser(User):
     def on_start(self) -> None:
         self.run = run_state.current()
         self.user_id = self.run.next_user_id()
-        self.conn = self.run.connection()
+        self.connections: dict = {}  # one keep-alive connection per upstream
 
     def on_stop(self) -> None:
-        self.conn.close()
+        for conn in self.connections.values():
+            conn.close()
+
+    def connection(self, target) -> Connection:
+        conn = self.connections.get(target)
+        if conn is None:
+            conn = self.connections[target] = self.run.connection(target)
+        return conn
+
+    def send(self, request, account: StreamAccount | None = None) -> Record:
+        """One streamed request, recorded and reported; re-raises the run's end (cancelled)."""
+        run = self.run
+        record = run.new_record(self.user_id, request)
+        run.monitor.in_flight += 1
+        try:
+            stream_request(self.connection(request.target), request.path, request.body, run.headers,
+                           run.format_class(), run.settings.timeouts, record, request.prompt_tokens, account)
+        finally:
+            run.monitor.in_flight -= 1
+            run.finish(record, request.label)
+        if record.error_type == "cancelled":
+            raise GreenletExit()
+        return record
 
     @task
     def stream(self) -> None:
-        run = self.run
-        if not run.quota.claim():
+        if not self.run.quota.claim():
             raise StopUser()
-        record = run.new_record(self.user_id)
-        settings = run.settings
-        run.monitor.in_flight += 1
-        try:
-            stream_request(self.conn, settings.path, run.body, run.headers, run.format, settings.timeouts,
-                           record, run.prompt_tokens)
-        finally:
-            run.monitor.in_flight -= 1
-            run.finish(record)
-        if record.error_type == "cancelled":
-            raise GreenletExit()
+        self.send(self.run.next_request())
 
 
 class ChatStreamUser(StreamingUser):

@@ -1,0 +1,124 @@
+"""Data sources for request templates, deterministic for a seed.
+
+A source yields rows (dicts of placeholder name -> value). CSV: one row per line, every
+column by name (and the chosen `column` also as `prompt`); rows cycle when requests outnumber
+them. JSONL: one conversation per line (a list of messages, or {"messages": [...]}) as
+`messages`, plus `prompt` = its last user message. Synthetic: a `prompt` of a target length
+in tokens (normal, mean and stddev) and a `max_tokens` of a target output length.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+from . import tokenizer
+
+
+class DataError(ValueError):
+    """A data file or setting that cannot be used; the message names the file and line."""
+
+
+class Rows:
+    """Cycles through a fixed list of rows, in file order or shuffled once by the seed."""
+
+    def __init__(self, rows: list[dict], seed: int | None, shuffle: bool):
+        self.rows = rows
+        if shuffle:
+            random.Random(seed).shuffle(self.rows)
+        self._i = 0
+
+    @property
+    def fields(self) -> set[str]:
+        return set(self.rows[0]) if self.rows else set()
+
+    def next(self) -> dict:
+        row = self.rows[self._i % len(self.rows)]
+        self._i += 1
+        return row
+
+
+def load_csv(path: Path, column: str | None, encoding: str, seed: int | None, shuffle: bool) -> Rows:
+    try:
+        with open(path, newline="", encoding=encoding) as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            rows = []
+            for number, row in enumerate(reader, start=2):
+                if None in row or any(v is None for v in row.values()):
+                    raise DataError(f"{path} line {number}: {len(header)} columns expected")
+                rows.append(row)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not readable as {encoding} (byte {exc.start}); set data.encoding") from None
+    except LookupError:
+        raise DataError(f"{path}: unknown encoding {encoding!r}") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a valid CSV file ({exc})") from None
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+    if column:
+        if column not in header:
+            raise DataError(f"{path}: no column {column!r} (columns: {', '.join(header)})")
+        for row in rows:
+            row.setdefault("prompt", row[column])
+    return Rows(rows, seed, shuffle)
+
+
+def load_jsonl(path: Path, encoding: str, seed: int | None, shuffle: bool) -> Rows:
+    rows = []
+    try:
+        lines = path.read_text(encoding=encoding).splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not readable as {encoding} (byte {exc.start})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise DataError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
+        messages = item.get("messages") if isinstance(item, dict) else item
+        if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m for m in messages):
+            raise DataError(f"{path} line {number}: expected a list of messages with role and content")
+        users = [m for m in messages if m["role"] == "user"]
+        rows.append({"messages": messages,
+                     "prompt": tokenizer.message_text(users[-1]["content"]) if users else ""})
+    if not rows:
+        raise DataError(f"{path}: no conversations")
+    return Rows(rows, seed, shuffle)
+
+
+_WORDS = ("load", "latency", "token", "stream", "server", "model", "request", "queue", "batch", "cluster", "cache",
+          "metric", "window", "report", "user", "answer", "question", "system", "network", "memory")
+
+
+class Synthetic:
+    """Prompts of a target token length: words drawn by a seeded RNG, cut to the exact count."""
+
+    fields = frozenset({"prompt", "max_tokens", "input_tokens"})
+
+    def __init__(self, input_mean: int, input_stddev: float, output_mean: int, output_stddev: float,
+                 seed: int | None):
+        self.input_mean, self.input_stddev = input_mean, input_stddev
+        self.output_mean, self.output_stddev = output_mean, output_stddev
+        self._rng = random.Random(seed)
+        enc = tokenizer.get_encoding()
+        # a long stream of single-token words to cut prompts from: a cut between two of them
+        # re-tokenizes to exactly its length
+        words = [w for w in _WORDS if len(enc.encode_ordinary(" " + w)) == 1]
+        text = " ".join(self._rng.choice(words) for _ in range(20000))
+        self._tokens = enc.encode_ordinary(text)
+
+    def next(self) -> dict:
+        n = max(1, round(self._rng.gauss(self.input_mean, self.input_stddev)))
+        out = max(1, round(self._rng.gauss(self.output_mean, self.output_stddev)))
+        start = self._rng.randrange(0, len(self._tokens) - n) if n < len(self._tokens) else 0
+        ids = (self._tokens * (n // len(self._tokens) + 1))[start:start + n]
+        return {"prompt": tokenizer.get_encoding().decode(ids), "max_tokens": out, "input_tokens": n}

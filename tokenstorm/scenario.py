@@ -1,0 +1,244 @@
+"""Scenario files: what to send, where, how to read the answer, from which data.
+
+YAML or JSON, validated with one message per problem and unknown keys rejected. The body is
+a template: any string may hold `{{name}}` placeholders filled from the data source's row; a
+string that is exactly one placeholder takes the value with its type (a list of messages, a
+number). Header values may reference environment variables as `${VAR}` (for secrets): they
+are resolved once at load, and a missing variable is an error before any request is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from . import tokenizer
+from .datasets import DataError, Rows, Synthetic, load_csv, load_jsonl
+from .httpclient import Target
+
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+FORMATS = ("openai-chat", "openai-completions", "anthropic", "raw")
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; the message names the file and the field or value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Upstream(_Strict):
+    url: str
+    weight: float = Field(1.0, gt=0)
+    name: str = ""
+
+
+class TokenTarget(_Strict):
+    mean: int = Field(ge=1)
+    stddev: float = Field(0.0, ge=0)
+
+
+class Data(_Strict):
+    type: Literal["csv", "jsonl", "synthetic"]
+    file: str | None = None
+    column: str | None = None
+    encoding: str = "utf-8"
+    seed: int | None = 0
+    shuffle: bool = False
+    input_tokens: TokenTarget | None = None
+    output_tokens: TokenTarget | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Data:
+        if self.type in ("csv", "jsonl") and not self.file:
+            raise ValueError(f"a {self.type} data source needs `file`")
+        if self.type == "synthetic" and (self.input_tokens is None or self.output_tokens is None):
+            raise ValueError("a synthetic data source needs `input_tokens` and `output_tokens` ({mean, stddev})")
+        return self
+
+
+class Timeouts(_Strict):
+    connect_s: float | None = Field(None, gt=0)
+    first_token_s: float | None = Field(None, gt=0)
+    stall_s: float | None = Field(None, gt=0)
+    total_s: float | None = Field(None, gt=0)
+
+
+class Slos(_Strict):
+    ttft_ms: float | None = Field(None, gt=0)
+    tpot_ms: float | None = Field(None, gt=0)
+    e2e_ms: float | None = Field(None, gt=0)
+
+
+class Agent(_Strict):
+    max_turns: int = Field(4, ge=1, le=50)
+    tool_result: str = '{"ok": true}'
+
+
+class ScenarioFile(_Strict):
+    name: str = Field(min_length=1)
+    format: Literal["openai-chat", "openai-completions", "anthropic", "raw"] = "openai-chat"
+    method: Literal["POST"] = "POST"
+    path: str = "/v1/chat/completions"
+    upstreams: list[Upstream] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: dict[str, Any]
+    data: Data | None = None
+    users: int | None = Field(None, ge=1)
+    total_requests: int | None = Field(None, ge=0)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    slos: Slos = Field(default_factory=Slos)
+    agent: Agent | None = None
+    seed: int = 0
+
+
+def _expand(value: str, env: dict[str, str], where: str) -> str:
+    """`${VAR}` and `${VAR:-default}` from the environment; a missing VAR without default is an error."""
+    def one(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ScenarioError(f"{where} needs the environment variable {name}, which is not set")
+    return ENV_REF.sub(one, value)
+
+
+def _placeholders(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return set(PLACEHOLDER.findall(value))
+    if isinstance(value, dict):
+        return set().union(*(_placeholders(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(_placeholders(v) for v in value)) if value else set()
+    return set()
+
+
+def fill(template: Any, row: dict) -> Any:
+    """The template with every {{name}} replaced by row[name] (typed when it is the whole string)."""
+    if isinstance(template, str):
+        whole = PLACEHOLDER.fullmatch(template.strip())
+        if whole:
+            return row[whole.group(1)]
+        return PLACEHOLDER.sub(lambda m: str(row[m.group(1)]), template)
+    if isinstance(template, dict):
+        return {k: fill(v, row) for k, v in template.items()}
+    if isinstance(template, list):
+        return [fill(v, row) for v in template]
+    return template
+
+
+class Scenario:
+    """A validated scenario with its data source opened and its headers resolved."""
+
+    def __init__(self, spec: ScenarioFile, source: Path, env: dict[str, str]):
+        self.spec = spec
+        self.source = source
+        where = f"scenario {source}"
+        self.headers: list[tuple[str, str]] = []
+        for name, value in spec.headers.items():
+            self.headers.append((name, _expand(value, env, f"{where}: headers.{name}")))
+        self.data = self._open_data(where)
+        needed = _placeholders(spec.body)
+        available = set(self.data.fields) if self.data is not None else set()
+        unknown = sorted(needed - available)
+        if unknown:
+            have = ", ".join(sorted(available)) or "none (no data source)"
+            raise ScenarioError(f"{where}: body uses {{{{{unknown[0]}}}}}, which the data does not provide "
+                                f"(fields: {have})")
+        self.upstreams = []
+        for i, upstream in enumerate(spec.upstreams):
+            try:
+                target = Target.parse(_expand(upstream.url, env, f"{where}: upstreams.{i}.url"))
+            except ValueError as exc:
+                raise ScenarioError(f"{where}: upstreams.{i}.url: {exc}") from None
+            self.upstreams.append((upstream.name or target.origin + target.base_path, target, upstream.weight))
+        self._current = [0.0] * len(self.upstreams)
+
+    def _open_data(self, where: str) -> Rows | Synthetic | None:
+        data = self.spec.data
+        if data is None:
+            return None
+        try:
+            if data.type == "synthetic":
+                return Synthetic(data.input_tokens.mean, data.input_tokens.stddev, data.output_tokens.mean,
+                                 data.output_tokens.stddev, data.seed)
+            path = Path(data.file)
+            if not path.is_absolute() and not path.exists():
+                path = self.source.parent / data.file  # relative to the scenario file
+                if not path.exists():
+                    path = Path(__file__).resolve().parent.parent / data.file  # or to the repository
+            if data.type == "csv":
+                return load_csv(path, data.column, data.encoding, data.seed, data.shuffle)
+            return load_jsonl(path, data.encoding, data.seed, data.shuffle)
+        except DataError as exc:
+            raise ScenarioError(f"{where}: data: {exc}") from None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def next_body(self) -> tuple[dict, int | None]:
+        """The next request body and its prompt tokens (for the record when the server sends no usage)."""
+        row = self.data.next() if self.data is not None else {}
+        body = fill(self.spec.body, row) if row else self.spec.body
+        return body, prompt_tokens(body)
+
+    def pick_upstream(self):
+        """(name, target) of the next request: smooth weighted round robin (as nginx balances), so
+        weights 3:1 give exactly 3 of every 4 requests to the first upstream, interleaved."""
+        if len(self.upstreams) == 1:
+            return self.upstreams[0][:2]
+        total = 0.0
+        for i, (_, _, weight) in enumerate(self.upstreams):
+            self._current[i] += weight
+            total += weight
+        best = max(range(len(self.upstreams)), key=self._current.__getitem__)
+        self._current[best] -= total
+        return self.upstreams[best][:2]
+
+
+def prompt_tokens(body: dict) -> int | None:
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        system = body.get("system")
+        messages = ([{"role": "system", "content": system}] if isinstance(system, str) else []) + [
+            m for m in messages if isinstance(m, dict)]
+        return tokenizer.count_chat_prompt(messages)
+    if isinstance(body.get("prompt"), str):
+        return tokenizer.count_tokens_cached(body["prompt"])
+    return None
+
+
+def load_scenario(path: str | Path, env: dict[str, str] | None = None) -> Scenario:
+    source = Path(path)
+    where = f"scenario {source}"
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{where}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        raw = json.loads(text) if source.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else (f" line {exc.lineno}" if hasattr(exc, "lineno") else "")
+        raise ScenarioError(f"{where}{line}: not valid {'JSON' if source.suffix == '.json' else 'YAML'}") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{where}: the top level must be a mapping")
+    try:
+        spec = ScenarioFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            problems.append(f"{field}: {err['msg'].removeprefix('Value error, ')}" if field else err["msg"])
+        raise ScenarioError(f"{where}: " + "; ".join(problems)) from None
+    return Scenario(spec, source, dict(os.environ) if env is None else env)
