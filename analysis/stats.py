@@ -24,6 +24,7 @@ METRICS = {  # column -> label
     "output_tokens": "output tokens",
 }
 REPORT_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms", "tokens_per_s")
+LATE_MS = 10.0  # an open-loop request sent later than this after its intended time: the client fell behind
 
 
 class RecordsError(Exception):
@@ -32,7 +33,7 @@ class RecordsError(Exception):
 
 NUMERIC = ("t_start", "http_status", "connect_ms", "ttfb_ms", "ttft_ms", "ttfvt_ms", "e2e_ms", "total_ms",
            "tpot_ms", "itl_mean_ms", "itl_max_ms", "input_tokens", "output_tokens", "output_tokens_usage",
-           "output_tokens_tokenizer", "reasoning_tokens", "chunks", "tokens_per_s")
+           "output_tokens_tokenizer", "reasoning_tokens", "chunks", "tokens_per_s", "t_intended", "schedule_lag_ms")
 CATEGORIES = ("status", "error_type", "worker_id", "scenario", "upstream", "model", "output_tokens_source",
               "finish_reason")
 REQUIRED = ("request_id", "worker_id", "t_start", "status", "error_type", "ttft_ms", "e2e_ms", "output_tokens")
@@ -139,6 +140,17 @@ def summarize(records: pd.DataFrame, slos: dict[str, float] | None = None) -> di
         "throughput_output_tok_s": (float(ok["output_tokens"].sum()) / window) if window > 0 else 0.0,
         "metrics": {column: describe(ok[column]) for column in METRICS if column in ok.columns},
     }
+    if "t_intended" in records.columns and records["t_intended"].notna().any():
+        lag = records["schedule_lag_ms"].dropna()
+        intended = records["t_intended"].dropna()
+        span = float(intended.max() - intended.min()) if len(intended) > 1 else 0.0
+        summary["open_loop"] = {
+            "arrivals": len(intended),
+            "intended_rate_req_s": (len(intended) - 1) / span if span > 0 else 0.0,
+            "schedule_lag_ms": describe(lag),
+            "late_fraction": float((lag > LATE_MS).mean()) if len(lag) else 0.0,
+            "ttft_from_intended": describe(ok["ttft_ms"] + ok["schedule_lag_ms"]),
+        }
     if "http_status" in failed.columns:
         statuses = failed.loc[failed["error_type"] == "http_status", "http_status"].dropna().astype(int)
         summary["failures_by_status"] = {str(k): int(v) for k, v in statuses.value_counts().items()}
@@ -179,6 +191,17 @@ def format_report(summary: dict, title: str = "tokenstorm report") -> str:
         slos = ", ".join(f"{k.removesuffix('_ms')} <= {v:g} ms" for k, v in summary["slos"].items())
         lines.append(f"goodput {summary['goodput_req_s']:.2f} req/s ({summary['slo_attainment']:.1%} of requests "
                      f"meet {slos})")
+    loop = summary.get("open_loop")
+    if loop:
+        lag = loop["schedule_lag_ms"]
+        lines.append(f"open loop: {loop['arrivals']} arrivals at {loop['intended_rate_req_s']:.2f} req/s intended; "
+                     f"send lag p50 {lag.get('p50', 0):.2f} ms, p99 {lag.get('p99', 0):.2f} ms; TTFT from the "
+                     f"intended time p50 {loop['ttft_from_intended'].get('p50', 0):.1f} ms, "
+                     f"p99 {loop['ttft_from_intended'].get('p99', 0):.1f} ms")
+        if loop["late_fraction"] > 0.01:
+            lines.append(f"WARNING: the client fell behind its schedule: {loop['late_fraction']:.1%} of requests were "
+                         f"sent more than {LATE_MS:g} ms late (all users busy, or the client too slow): raise -u "
+                         "(the cap on streams in flight) or add workers")
     header = f"{'metric (ok requests)':<22}{'count':>7}" + "".join(
         f"{h:>10}" for h in ("min", "mean", "median", "stddev", "p50", "p90", "p95", "p99", "max"))
     lines += ["", header]

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 
 from pydantic import ValidationError
 
+from tokenstorm.clock import sleep_until, wait_until_or_readable
+
 from . import metrics, wire
-from .clock import sleep_until, wait_until_or_readable
 from .config import MockConfig
 from .engine import Engine, Slot, format_reset
 from .faults import FaultError, FaultPicker

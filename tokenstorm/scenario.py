@@ -78,6 +78,13 @@ class Slos(_Strict):
     e2e_ms: float | None = Field(None, gt=0)
 
 
+class Stage(_Strict):
+    duration_s: float = Field(gt=0)
+    users: int = Field(ge=0, description="concurrency (closed loop) or the cap on streams in flight (open loop)")
+    spawn_rate: float | None = Field(None, gt=0)
+    rate: float | None = Field(None, ge=0, description="open-loop arrivals per second in this stage")
+
+
 class Agent(_Strict):
     max_turns: int = Field(4, ge=1, le=50)
     tool_result: str = '{"ok": true}'
@@ -97,6 +104,7 @@ class ScenarioFile(_Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     slos: Slos = Field(default_factory=Slos)
     agent: Agent | None = None
+    stages: list[Stage] = Field(default_factory=list)
     seed: int = 0
 
 

@@ -62,6 +62,8 @@ class Record:
     chunks: int = 0
     finish_reason: str = ""
     tokens_per_s: float | None = None
+    t_intended: float | None = None  # open loop: unix s the request was meant to be sent
+    schedule_lag_ms: float | None = None  # open loop: sent this late against its intended time
 
     @property
     def ok(self) -> bool:

@@ -21,6 +21,7 @@ from .quota import TICKETS_GRANT, TICKETS_REQUEST, TicketLedger
 
 RECORDS = "tokenstorm_records"  # worker -> master: {"worker": id, "rows": [[...], ...]}
 WORKER_SUMMARY = "tokenstorm_worker_summary"  # worker -> master: {"worker": id, "client": {...}}
+SCHEDULE_DONE = "tokenstorm_schedule_done"  # worker -> master: its share of the arrivals is done
 FLUSH_EVERY_S = 0.25
 FLUSH_ROWS = 200
 
@@ -86,6 +87,8 @@ class MasterCollector:
         runner.register_message(TICKETS_REQUEST, self._on_tickets)
         runner.register_message(RECORDS, self._on_records)
         runner.register_message(WORKER_SUMMARY, self._on_summary)
+        runner.register_message(SCHEDULE_DONE, self._on_schedule_done)
+        self.schedule_done: set[str] = set()
         self._watch = gevent.spawn(self._watch_workers)
 
     def _worker_id(self, client_id: str) -> str:
@@ -129,6 +132,13 @@ class MasterCollector:
         self.ledger.use(worker, used)
         if self.ledger.spent:
             self.stop_watching()  # workers now leave as the run ends; they are not lost
+            self._on_spent()
+
+    def _on_schedule_done(self, environment, msg, **_kwargs) -> None:
+        self.schedule_done.add(msg.data["worker"])
+        expected = environment.parsed_options.arrival_processes or 1
+        if len(self.schedule_done) >= expected:
+            self.stop_watching()
             self._on_spent()
 
     def _on_summary(self, environment, msg, **_kwargs) -> None:

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..arrivals import KINDS
 from ..httpclient import Target
 from ..records import check_writable
 from ..scenario import Scenario, ScenarioError, load_scenario
@@ -46,6 +47,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def _temperature(text: str) -> float:
     try:
         value = float(text)
@@ -71,7 +82,13 @@ class _Group:
 
     def add_argument(self, flag: str, **kwargs):
         kwargs.setdefault("env_var", "LOCUST_" + flag.lstrip("-").replace("-", "_").upper())
-        return self._group.add_argument(flag, **kwargs)
+        # what LocustArgumentParser.add_argument records for its web UI form (a group does not)
+        ui = {key: kwargs.pop(key, default) for key, default in
+              (("include_in_web_ui", True), ("is_secret", False), ("is_required", False), ("is_multiple", False))}
+        action = self._group.add_argument(flag, **kwargs)
+        for key, value in ui.items():
+            setattr(action, key, value)
+        return action
 
 
 def add_arguments(parser) -> None:
@@ -108,6 +125,19 @@ def add_arguments(parser) -> None:
                        help="Goodput SLO: TPOT at most this")
     group.add_argument("--slo-e2e-ms", type=_positive_float, default=None, metavar="MS",
                        help="Goodput SLO: E2E at most this")
+    group.add_argument("--arrival-rate", type=_non_negative_float, default=0.0, metavar="R",
+                       help="Open loop: send R requests/s in total (across all workers), whatever the server does; "
+                            "users (-u) become the cap on streams in flight. 0 = closed loop (users = concurrency)")
+    group.add_argument("--arrival", choices=KINDS, default="poisson",
+                       help="Arrival process of --arrival-rate: constant gaps, poisson, or gamma (see --burstiness)")
+    group.add_argument("--burstiness", type=_positive_float, default=1.0, metavar="CV",
+                       help="Coefficient of variation of gamma gaps (1 = poisson, >1 burstier)")
+    group.add_argument("--arrival-duration", type=_non_negative_float, default=0.0, metavar="S",
+                       help="Length of the arrival schedule in seconds; the run ends when it is done (0 = no end)")
+    group.add_argument("--arrival-seed", type=int, default=0, metavar="N", help="Seed of the arrival schedule")
+    # set by the master for its workers (one shared schedule), not by users
+    group.add_argument("--arrival-start", type=float, default=0.0, help=argparse.SUPPRESS, include_in_web_ui=False)
+    group.add_argument("--arrival-processes", type=int, default=0, help=argparse.SUPPRESS, include_in_web_ui=False)
     group.add_argument("--connect-timeout", type=_positive_float, default=10.0, metavar="S",
                        help="Seconds to open a connection")
     group.add_argument("--first-token-timeout", type=_positive_float, default=120.0, metavar="S",
@@ -137,6 +167,10 @@ class Settings:
     timeouts: Timeouts
     slos: dict[str, float] = field(default_factory=dict)
     scenario: Scenario | None = None
+    arrival_stages: list[tuple[float, float]] = field(default_factory=list)  # [(duration_s, rate)]; [] = closed loop
+    arrival: str = "poisson"
+    burstiness: float = 1.0
+    arrival_seed: int = 0
 
     @classmethod
     def build(cls, options, host: str | None, results_dir: Path, check_dir: bool = True) -> Settings:
@@ -189,13 +223,19 @@ class Settings:
             slos = {k: slos[k] or v for k, v in spec.slos.model_dump().items()}
             total = total or spec.total_requests or 0
             options.api = {"openai-completions": "completions"}.get(spec.format, options.api)
+        stages: list[tuple[float, float]] = []
+        if scenario is not None and scenario.spec.stages and any(st.rate is not None for st in scenario.spec.stages):
+            stages = [(st.duration_s, st.rate or 0.0) for st in scenario.spec.stages]
+        elif options.arrival_rate > 0:
+            stages = [(options.arrival_duration or float("inf"), options.arrival_rate)]
         return cls(
             target=target, path=path, api=options.api, model=options.model, max_tokens=options.max_tokens,
             ignore_eos=options.ignore_eos, temperature=options.temperature, prompt=prompt,
             include_usage=not options.no_include_usage, api_key_env=options.api_key_env,
             api_key=os.environ.get(options.api_key_env) or None, extra_headers=headers,
             total_requests=total, results_dir=results_dir, timeouts=timeouts,
-            slos={k: v for k, v in slos.items() if v}, scenario=scenario)
+            slos={k: v for k, v in slos.items() if v}, scenario=scenario, arrival_stages=stages,
+            arrival=options.arrival, burstiness=options.burstiness, arrival_seed=options.arrival_seed)
 
     def public(self) -> dict:
         """The settings as written to run metadata: everything but secrets."""
@@ -207,6 +247,8 @@ class Settings:
             "extra_headers": [name for name, _ in self.extra_headers],  # values may be secrets
             "total_requests": self.total_requests, "results_dir": str(self.results_dir),
             "timeouts": self.timeouts.__dict__, "slos": self.slos,
+            "arrivals": {"stages": self.arrival_stages, "process": self.arrival, "burstiness": self.burstiness,
+                         "seed": self.arrival_seed} if self.arrival_stages else None,
             "scenario": None if self.scenario is None else {
                 "file": str(self.scenario.source), "name": self.scenario.name, "format": self.scenario.spec.format,
                 "upstreams": [name for name, _, _ in self.scenario.upstreams],

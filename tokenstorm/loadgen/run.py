@@ -21,12 +21,15 @@ from locust import events as locust_events
 from locust.runners import MasterRunner, WorkerRunner
 
 from .. import tokenizer
+from ..arrivals import schedule, share
+from ..clock import sleep_until
+from ..clocks import realtime_to_monotonic
 from ..formats import FORMATS
 from ..httpclient import Connection, ConnectionLost, HTTPError, Target
 from ..monitor import Monitor
 from ..records import CONVERSATION_FIELDS, RecordWriter
 from ..stream import Record
-from .distributed import WORKER_SUMMARY, MasterCollector, RecordShipper
+from .distributed import SCHEDULE_DONE, WORKER_SUMMARY, MasterCollector, RecordShipper
 from .options import OptionError, Settings, add_arguments
 from .quota import TICKETS_GRANT, LocalQuota, RemoteQuota
 
@@ -42,6 +45,31 @@ class Request:
     prompt_tokens: int | None
     model: str
     label: str  # the name in Locust's table
+
+
+class OpenLoop:
+    """This process's share of the global arrival schedule (see tokenstorm.arrivals)."""
+
+    def __init__(self, settings: Settings, start_unix: float, index: int, count: int):
+        offsets = schedule(settings.arrival, settings.arrival_stages, settings.burstiness, settings.arrival_seed)
+        self._arrivals = share(offsets, index, count)
+        self.start = start_unix
+        self.exhausted = False
+        self.pending = 0  # arrivals claimed and not yet finished
+
+    def claim(self) -> float | None:
+        """The intended send time (unix s) of this process's next arrival; None when the schedule ended."""
+        try:
+            _, offset = next(self._arrivals)
+        except StopIteration:
+            self.exhausted = True
+            return None
+        self.pending += 1
+        return self.start + offset
+
+    @staticmethod
+    def wait_until(unix_time: float) -> None:
+        sleep_until(realtime_to_monotonic(unix_time, time.monotonic()))
 
 
 class StreamFailure(Exception):
@@ -91,6 +119,8 @@ class Run:
         self.ended: float | None = None
         self._sequence = itertools.count()
         self._users = itertools.count()
+        self.open_loop: OpenLoop | None = None
+        self._schedule_done_sent = False
 
     # -- the request ---------------------------------------------------------------------
     def request_body(self) -> dict:
@@ -136,6 +166,11 @@ class Run:
     # -- the test ------------------------------------------------------------------------
     def start(self) -> None:
         folder = self.settings.results_dir
+        if self.settings.arrival_stages and self.role != "master" and self.open_loop is None:
+            options = self.environment.parsed_options
+            count = options.arrival_processes or 1
+            index = self.environment.runner.worker_index % count if self.role == "worker" else 0
+            self.open_loop = OpenLoop(self.settings, options.arrival_start or time.time() + 1.0, index, count)
         if self.role == "master":
             if self.collector is None:
                 self.collector = MasterCollector(self.environment, folder, self.settings.total_requests,
@@ -166,6 +201,9 @@ class Run:
         if self.writer is not None:
             self.writer.write(record)
         self.monitor.done += 1
+        if self.open_loop is not None and record.t_intended is not None:
+            self.open_loop.pending -= 1
+            self.check_schedule_done()
         if record.error_type == "cancelled":
             return
         fire = self.environment.events.request.fire
@@ -191,6 +229,19 @@ class Run:
                                               CONVERSATION_FIELDS)
         self.conversations.write_row(values)
         self.conversations.flush()
+
+    def check_schedule_done(self) -> None:
+        """An open-loop run ends when the schedule is done and nothing sent is still streaming."""
+        loop = self.open_loop
+        if loop is None or not loop.exhausted or loop.pending > 0 or self._schedule_done_sent:
+            return
+        self._schedule_done_sent = True
+        if self.role == "worker":
+            if self.writer is not None:
+                self.writer.flush()
+            self.environment.runner.send_message(SCHEDULE_DONE, {"worker": self.worker_id})
+        else:
+            self._quota_spent()
 
     def _quota_spent(self) -> None:
         runner = self.environment.runner
@@ -329,8 +380,9 @@ def prepare(environment) -> Run:
     return RUN
 
 
-def install(events=locust_events, require_agent: bool = False) -> None:
-    """Hook tokenstorm into Locust; require_agent: the run needs a scenario with an `agent` section."""
+def install(events=locust_events, require_agent: bool = False, require_stages: bool = False) -> None:
+    """Hook tokenstorm into Locust; require_agent / require_stages: the run needs a scenario with an
+    `agent` / a `stages` section."""
     @events.init_command_line_parser.add_listener
     def _arguments(parser):
         add_arguments(parser)
@@ -352,12 +404,19 @@ def install(events=locust_events, require_agent: bool = False) -> None:
             run = prepare(environment)
         except OptionError as exc:
             _fail(str(exc))
+        if require_stages and (run.scenario is None or not run.scenario.spec.stages):
+            _fail("this locustfile follows the scenario's stages: give --scenario FILE with a `stages` section")
         if require_agent and (run.scenario is None or run.scenario.spec.agent is None):
             _fail("this locustfile runs tool-calling agents: give --scenario FILE with an `agent` section "
                   "(e.g. configs/scenarios/tool-agent.yaml)")
 
     @events.test_start.add_listener
     def _test_start(environment, **_kwargs):
+        runner = environment.runner
+        if isinstance(runner, MasterRunner) and RUN is not None and RUN.settings.arrival_stages:
+            # one schedule for all workers: its start and how many share it go with the spawn message
+            environment.parsed_options.arrival_start = time.time() + 2.0
+            environment.parsed_options.arrival_processes = max(1, runner.worker_count)
         run = RUN
         if run is None or run.environment is not environment or role_of(environment.runner) == "worker":
             try:

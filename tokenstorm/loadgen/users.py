@@ -32,16 +32,19 @@ class StreamingUser(User):
             conn = self.connections[target] = self.run.connection(target)
         return conn
 
-    def send(self, request, account: StreamAccount | None = None) -> Record:
+    def send(self, request, account: StreamAccount | None = None, intended: float | None = None) -> Record:
         """One streamed request, recorded and reported; re-raises the run's end (cancelled)."""
         run = self.run
         record = run.new_record(self.user_id, request)
+        record.t_intended = intended
         run.monitor.in_flight += 1
         try:
             stream_request(self.connection(request.target), request.path, request.body, run.headers,
                            run.format_class(), run.settings.timeouts, record, request.prompt_tokens, account)
         finally:
             run.monitor.in_flight -= 1
+            if intended is not None:
+                record.schedule_lag_ms = round((record.t_start - intended) * 1000, 3)
             run.finish(record, request.label)
         if record.error_type == "cancelled":
             raise GreenletExit()
@@ -49,9 +52,17 @@ class StreamingUser(User):
 
     @task
     def stream(self) -> None:
-        if not self.run.quota.claim():
+        run = self.run
+        if not run.quota.claim():
             raise StopUser()
-        self.send(self.run.next_request())
+        intended = None
+        if run.open_loop is not None:  # open loop: wait for this process's next arrival
+            intended = run.open_loop.claim()
+            if intended is None:
+                run.check_schedule_done()
+                raise StopUser()
+            run.open_loop.wait_until(intended)
+        self.send(run.next_request(), intended=intended)
 
 
 class ChatStreamUser(StreamingUser):

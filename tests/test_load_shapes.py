@@ -1,0 +1,139 @@
+"""Open-loop arrivals, stages, sweeps and calibration, with real Locust runs against the mock."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+from test_distributed import env as locust_env
+from test_distributed import free_port, start_master, start_worker, stop_all
+from test_workloads import run
+
+from analysis.stats import load_records
+from tokenstorm.arrivals import schedule, share
+from tokenstorm.mockproc import ROOT
+
+
+def ks_exponential(gaps: np.ndarray, rate: float) -> float:
+    """Kolmogorov-Smirnov statistic of `gaps` against the exponential distribution of `rate`."""
+    x = np.sort(gaps)
+    n = len(x)
+    cdf = 1 - np.exp(-rate * x)
+    return float(max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max()))
+
+
+def test_constant_rate_gives_the_exact_schedule(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", "1", "--output-tokens", "10")
+    result = run("chat_stream.py", mock.url, "-u", "10", "-r", "10", "--arrival-rate", "20", "--arrival", "constant",
+                 "--arrival-duration", "10", "--results-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = load_records(tmp_path).sort_values("t_intended")
+    assert abs(len(records) - 200) <= 2 and (records["status"] == "ok").all()
+    gaps = np.diff(records["t_intended"].to_numpy())
+    assert np.allclose(gaps, 0.05, atol=1e-6)  # unix seconds in the CSV carry ~0.2 us of float rounding
+    lag = records["schedule_lag_ms"]
+    assert lag.quantile(0.99) < 5 and lag.max() < 50  # sent on time (a rare VM hiccup aside)
+    assert "open loop: 200 arrivals at 20.00 req/s intended" in result.stdout
+
+
+def test_poisson_gaps_are_exponential(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "5", "--itl-ms", "0", "--output-tokens", "5")
+    result = run("chat_stream.py", mock.url, "-u", "20", "-r", "20", "--arrival-rate", "80", "--arrival", "poisson",
+                 "--arrival-duration", "8", "--arrival-seed", "3", "--results-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = load_records(tmp_path).sort_values("t_intended")
+    gaps = np.diff(records["t_intended"].to_numpy())
+    n = len(gaps)
+    assert 500 < n < 780
+    assert ks_exponential(gaps, 80) < 1.63 / math.sqrt(n)  # KS at the 1% level
+    # and the same schedule, regenerated, is the one the run followed
+    offsets = np.array(list(schedule("poisson", [(8.0, 80.0)], seed=3)))
+    assert np.allclose(np.diff(offsets), gaps, atol=1e-5)
+
+
+def test_gamma_burstiness_widens_the_gaps():
+    rng_gaps = np.diff(np.array(list(schedule("gamma", [(200.0, 50.0)], burstiness=3.0, seed=1))))
+    assert abs(rng_gaps.mean() - 0.02) < 0.002 and abs(rng_gaps.std() / rng_gaps.mean() - 3.0) < 0.3
+
+
+def test_workers_share_one_schedule(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "5", "--itl-ms", "0", "--output-tokens", "5")
+    port = free_port()
+    master = start_master(mock.url, port, 2, "-u", "20", "-r", "20", "--arrival-rate", "25", "--arrival",
+                          "constant", "--arrival-duration", "6", "--results-dir", str(tmp_path))
+    workers = [start_worker(port) for _ in range(2)]
+    try:
+        _out, err = master.communicate(timeout=120)
+    finally:
+        stop_all(master, *workers)
+    assert master.returncode == 0, err[-2000:]
+    records = load_records(tmp_path).sort_values("t_intended")
+    assert len(records) == 150 and records["worker_id"].nunique() == 2  # 25/s for 6 s in total, not 2 x 25
+    assert np.allclose(np.diff(records["t_intended"].to_numpy()), 0.04, atol=1e-6)
+    per_worker = records["worker_id"].value_counts().to_list()
+    assert per_worker == [75, 75]
+
+
+def test_share_splits_without_overlap():
+    offsets = list(schedule("constant", [(10.0, 10.0)]))
+    parts = [list(share(iter(offsets), i, 3)) for i in range(3)]
+    assert sorted(k for part in parts for k, _ in part) == list(range(100))
+
+
+def test_saturated_server_shows_queueing_from_the_intended_time(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "50", "--itl-ms", "10", "--output-tokens", "20", "--max-num-seqs", "2")
+    # capacity: 2 slots / ~0.24 s per request ~ 8 req/s; the arrivals come at 16 req/s
+    result = run("chat_stream.py", mock.url, "-u", "200", "-r", "200", "--arrival-rate", "16", "--arrival",
+                 "constant", "--arrival-duration", "5", "--max-tokens", "20", "--results-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = load_records(tmp_path).sort_values("t_intended")
+    assert len(records) == 80 and records["schedule_lag_ms"].quantile(0.95) < 10  # the client kept its schedule
+    ttft = records["ttft_ms"].to_numpy()
+    assert ttft[:2].max() < 60 and ttft[-10:].mean() > 3000  # the server's queue grew with every arrival
+    assert np.corrcoef(np.arange(len(ttft)), ttft)[0, 1] > 0.95
+
+
+def test_stages_follow_the_scenario(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "5", "--itl-ms", "0", "--output-tokens", "5")
+    scenario = tmp_path / "stages.yaml"
+    scenario.write_text((ROOT / "configs" / "scenarios" / "ramp.yaml").read_text()
+                        .replace("duration_s: 10", "duration_s: 3"))
+    result = run("staged.py", mock.url, "--scenario", str(scenario), "--arrival", "constant",
+                 "--results-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = load_records(tmp_path / "run")
+    t0 = records["t_intended"].min()
+    stage = np.floor((records["t_intended"] - t0 + 1e-6) / 3).astype(int)
+    assert stage.value_counts().sort_index().to_list() == [12, 36, 72]  # 4, 12, 24 req/s for 3 s each
+
+
+def test_sweep_stops_past_saturation_with_the_knee_at_the_slots(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "30", "--itl-ms", "5", "--output-tokens", "20", "--max-num-seqs", "8")
+    result = subprocess.run([sys.executable, "-m", "tokenstorm", "sweep", "--host", mock.url, "--levels",
+                             "2,4,8,16,32,64", "--out", str(tmp_path), "--no-calibrate",
+                             "--", "--max-tokens", "20", "--ignore-eos"], capture_output=True, text=True,
+                            timeout=600, cwd=ROOT, env=locust_env())
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    levels = [p["level"] for p in sweep["points"]]
+    assert levels[:4] == [2, 4, 8, 16] and len(levels) < 6  # stopped past saturation, before the end
+    assert "throughput rose" in sweep["stopped"]
+    assert sweep["knee"]["concurrency"] == 8
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+def test_calibrate_reports_the_client_error(tmp_path):
+    out = tmp_path / "calibration.json"
+    result = subprocess.run([sys.executable, "-m", "tokenstorm", "calibrate", "--levels", "5,40",
+                             "--requests-per-stream", "2", "--json", str(out)], capture_output=True, text=True,
+                            timeout=600, cwd=ROOT, env=locust_env())
+    assert result.returncode == 0, result.stderr[-2000:]
+    calibration = json.loads(out.read_text())
+    assert [r["streams"] for r in calibration["levels"]] == [5, 40]
+    for row in calibration["levels"]:
+        assert row["failed"] == 0 and 0 <= row["ttft_err_ms_p50"] < 2 and abs(row["tpot_err_ms_p50"]) < 0.5
+        assert row["client_cpu_pct"] is not None
+    assert calibration["safe_streams_per_worker"] in (5, 40)

@@ -1,0 +1,100 @@
+"""The thin `tokenstorm` CLI: mock, run, report, compare, sweep, calibrate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .mockproc import ROOT
+
+USAGE = """tokenstorm <command> ...
+  mock [mock_server flags]            the bundled mock (python -m mock_server)
+  run [locust flags]                  locust -f locustfiles/chat_stream.py ...
+  report|compare|tokens ...           python -m analysis ...
+  sweep --host URL --levels 1,2,4,...  runs per concurrency level (or --rates) until saturation
+  calibrate [--levels 10,50,100,...]  this machine's client timing error against the exact mock
+"""
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "mock":
+        from mock_server.cli import main as mock_main
+
+        return mock_main(rest)
+    if command == "run":
+        locust = Path(sys.executable).parent / "locust"
+        os.execv(str(locust), [str(locust), "-f", str(ROOT / "locustfiles" / "chat_stream.py"), *rest])
+    if command in ("report", "compare", "tokens"):
+        from analysis.__main__ import main as analysis_main
+
+        return analysis_main([command, *rest])
+    if command == "sweep":
+        return _sweep(rest)
+    if command == "calibrate":
+        return _calibrate(rest)
+    print(f"tokenstorm: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+def _sweep(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="tokenstorm sweep", description="Runs over concurrency levels (or arrival "
+                                "rates) into one folder, until saturation; then the throughput-vs-latency curve.")
+    p.add_argument("--host", required=True)
+    levels = p.add_mutually_exclusive_group(required=True)
+    levels.add_argument("--levels", type=_floats, help="concurrency levels, e.g. 1,2,4,8,16,32")
+    levels.add_argument("--rates", type=_floats, help="open-loop arrival rates (req/s), e.g. 1,2,4,8")
+    p.add_argument("--cap", type=int, default=0, help="with --rates: streams in flight at most (users)")
+    p.add_argument("--requests", type=int, default=0, help="requests per level (default: 20 per stream, at least "
+                   "100; or --duration)")
+    p.add_argument("--duration", type=float, default=0.0, help="seconds per level instead of a request count")
+    p.add_argument("--out", default="", help="folder for the runs and the curve (default results/sweep-<time>)")
+    p.add_argument("--max-ttft-p99-ms", type=float, default=None, help="stop when TTFT P99 goes over this")
+    p.add_argument("--max-error-rate", type=float, default=0.05, help="stop when the error rate goes over this")
+    p.add_argument("--min-gain", type=float, default=0.05, help="stop when throughput rises less than this")
+    p.add_argument("--no-calibrate", action="store_true", help="skip the client calibration attached to the sweep")
+    args, locust_args = p.parse_known_args(argv)
+    if locust_args and locust_args[0] == "--":
+        locust_args = locust_args[1:]
+    from .sweep import calibrate, sweep
+
+    out = Path(args.out or time.strftime("results/sweep-%Y%m%d-%H%M%S"))
+    calibration = None if args.no_calibrate else calibrate([10, 100], requests_per_user=2)
+    rate_mode = args.rates is not None
+    levels = args.rates if rate_mode else args.levels
+    result = sweep(args.host, levels, out, args.requests, args.duration, rate_mode, args.max_ttft_p99_ms,
+                   args.max_error_rate, args.min_gain, locust_args, calibration, args.cap)
+    return 0 if result["points"] else 1
+
+
+def _calibrate(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="tokenstorm calibrate", description="The client's own timing error "
+                                "against the bundled mock with --jitter 0, at rising concurrency.")
+    p.add_argument("--levels", type=_floats, default=[10, 50, 100, 200, 500, 1000])
+    p.add_argument("--requests-per-stream", type=int, default=3)
+    p.add_argument("--ttft-ms", type=float, default=100.0)
+    p.add_argument("--itl-ms", type=float, default=20.0)
+    p.add_argument("--json", default="", help="also write the result to this file")
+    args = p.parse_args(argv)
+    from .sweep import calibrate
+
+    result = calibrate([int(x) for x in args.levels], args.requests_per_stream, args.ttft_ms, args.itl_ms)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return 0
