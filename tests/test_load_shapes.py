@@ -128,7 +128,7 @@ def test_sweep_stops_past_saturation_with_the_knee_at_the_slots(start_mock, tmp_
 def test_calibrate_reports_the_client_error(tmp_path):
     out = tmp_path / "calibration.json"
     result = subprocess.run([sys.executable, "-m", "tokenstorm", "calibrate", "--levels", "5,40",
-                             "--requests-per-stream", "2", "--json", str(out)], capture_output=True, text=True,
+                             "--requests-per-stream", "3", "--json", str(out)], capture_output=True, text=True,
                             timeout=600, cwd=ROOT, env=locust_env())
     assert result.returncode == 0, result.stderr[-2000:]
     calibration = json.loads(out.read_text())

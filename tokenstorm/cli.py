@@ -74,7 +74,7 @@ def _sweep(argv: list[str]) -> int:
     from .sweep import calibrate, sweep
 
     out = Path(args.out or time.strftime("results/sweep-%Y%m%d-%H%M%S"))
-    calibration = None if args.no_calibrate else calibrate([10, 100], requests_per_user=2)
+    calibration = None if args.no_calibrate else calibrate([10, 100], requests_per_user=3)
     rate_mode = args.rates is not None
     levels = args.rates if rate_mode else args.levels
     result = sweep(args.host, levels, out, args.requests, args.duration, rate_mode, args.max_ttft_p99_ms,
@@ -86,7 +86,7 @@ def _calibrate(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="tokenstorm calibrate", description="The client's own timing error "
                                 "against the bundled mock with --jitter 0, at rising concurrency.")
     p.add_argument("--levels", type=_floats, default=[10, 50, 100, 200, 500, 1000])
-    p.add_argument("--requests-per-stream", type=int, default=3)
+    p.add_argument("--requests-per-stream", type=int, default=4, help="the first round is left out")
     p.add_argument("--ttft-ms", type=float, default=100.0)
     p.add_argument("--itl-ms", type=float, default=20.0)
     p.add_argument("--json", default="", help="also write the result to this file")

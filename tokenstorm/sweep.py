@@ -105,7 +105,7 @@ def sweep(host: str, levels: list[float], out: Path, requests: int, duration_s: 
     return result
 
 
-def calibrate(levels: list[int], requests_per_user: int = 3, ttft_ms: float = 100.0, itl_ms: float = 20.0,
+def calibrate(levels: list[int], requests_per_user: int = 4, ttft_ms: float = 100.0, itl_ms: float = 20.0,
               tokens: int = 40, log=print) -> dict:
     """Timing error of this machine's client against the exact mock, per concurrency level."""
     rows = []
@@ -119,6 +119,8 @@ def calibrate(levels: list[int], requests_per_user: int = 3, ttft_ms: float = 10
                                               "-r", str(max(1, users // 2))], timeout=900,
                     env_extra={"OPENAI_API_KEY": "mock-key"})
             records = load_results(folder).records
+            # leave out the first round (users starting, connections opening): steady state is the question
+            records = records.sort_values("t_start").iloc[len(records) // requests_per_user:]
             ok = records[records["status"] == "ok"]
             ttft_err = (ok["ttft_ms"] - ttft_ms).dropna().to_numpy()
             tpot_err = (ok["tpot_ms"] - itl_ms).dropna().to_numpy()

@@ -23,16 +23,19 @@ RECORDS = "tokenstorm_records"  # worker -> master: {"worker": id, "rows": [[...
 WORKER_SUMMARY = "tokenstorm_worker_summary"  # worker -> master: {"worker": id, "client": {...}}
 SCHEDULE_DONE = "tokenstorm_schedule_done"  # worker -> master: its share of the arrivals is done
 FLUSH_EVERY_S = 0.25
+_LIVE_FIELDS = [RECORD_FIELDS.index(f) for f in ("upstream", "scenario", "status", "error_type", "ttft_ms", "tpot_ms",
+                                                 "e2e_ms", "output_tokens")]
 FLUSH_ROWS = 200
 
 
 class RecordShipper:
     """A worker's outbox of records, sent to the master in batches."""
 
-    def __init__(self, runner, worker_id: str, client_summary=None):
+    def __init__(self, runner, worker_id: str, client_summary=None, in_flight=None):
         self.runner = runner
         self.worker_id = worker_id
         self._client_summary = client_summary  # the worker's self-check, sent along with its records
+        self._in_flight = in_flight
         self.rows: list[list] = []
         self.conversations: list[list] = []
         self.count = 0
@@ -50,7 +53,7 @@ class RecordShipper:
     def flush(self) -> None:
         if self.rows or self.conversations:
             rows, self.rows = self.rows, []
-            data = {"worker": self.worker_id, "rows": rows}
+            data = {"worker": self.worker_id, "rows": rows, "in_flight": self._in_flight() if self._in_flight else 0}
             if self.conversations:
                 data["conversations"], self.conversations = self.conversations, []
             if self._client_summary is not None:
@@ -70,11 +73,12 @@ class RecordShipper:
 class MasterCollector:
     """The master's side: tickets, per-worker record files, worker loss."""
 
-    def __init__(self, environment, results_dir: Path, total: int, on_spent):
+    def __init__(self, environment, results_dir: Path, total: int, on_spent, live=None):
         self.environment = environment
         self.runner = environment.runner
         self.results_dir = results_dir
         self.ledger = TicketLedger(total)
+        self.live = live  # the web UI's figures for the whole run
         self._on_spent = on_spent
         self._pending: list[tuple[str, str, int]] = []  # (client id, worker id, want)
         self.writers: dict[str, RecordWriter] = {}
@@ -128,6 +132,11 @@ class MasterCollector:
         for row in rows:
             writer.write_row(row)
         writer.flush()
+        if self.live is not None:
+            self.live.in_flight[worker] = msg.data.get("in_flight", 0)
+            now = time.time()
+            for row in rows:
+                self.live.add(*(row[i] for i in _LIVE_FIELDS), now)
         used = sum(1 for row in rows if row[RECORD_FIELDS.index("error_type")] != "cancelled")
         self.ledger.use(worker, used)
         if self.ledger.spent:
@@ -171,6 +180,10 @@ class MasterCollector:
                 self.runner.send_message(TICKETS_GRANT, {"n": n}, client_id=client_id)
             else:
                 self._pending.append((client_id, owner, want))
+
+    def flush(self) -> None:
+        for writer in [*self.writers.values(), *self.conversation_writers.values()]:
+            writer.flush()
 
     def stop_watching(self) -> None:
         self._watch.kill(block=False)

@@ -74,6 +74,10 @@ def _header(text: str) -> str:
     return text
 
 
+TYPES: dict[str, object] = {}  # dest -> argparse type of every tokenstorm option, for normalize()
+DEFAULTS: dict[str, object] = {}
+
+
 class _Group:
     """An argument group whose options can also be set as LOCUST_<NAME> environment variables."""
 
@@ -88,7 +92,35 @@ class _Group:
         action = self._group.add_argument(flag, **kwargs)
         for key, value in ui.items():
             setattr(action, key, value)
+        TYPES[action.dest] = kwargs.get("type")
+        DEFAULTS[action.dest] = kwargs.get("default")
         return action
+
+
+def normalize(options) -> None:
+    """Give values typed into Locust's start form their types again (it keeps options whose default
+    is None as strings, and an empty field as ''), checking them as the command line would."""
+    for dest, kind in TYPES.items():
+        value = getattr(options, dest, None)
+        if dest == "header":
+            if isinstance(value, str):
+                value = [value] if value.strip() else []
+            for item in value or []:
+                try:
+                    _header(item)
+                except argparse.ArgumentTypeError as exc:
+                    raise OptionError(f"--header: {exc}") from None
+            setattr(options, dest, value or [])
+            continue
+        if not isinstance(value, str) or kind is None:
+            continue
+        if value.strip() == "":
+            setattr(options, dest, DEFAULTS.get(dest))
+            continue
+        try:
+            setattr(options, dest, kind(value))
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise OptionError(f"--{dest.replace('_', '-')}: {exc}") from None
 
 
 def add_arguments(parser) -> None:
@@ -117,8 +149,9 @@ def add_arguments(parser) -> None:
                        help="Do not ask for stream_options.include_usage (for servers that reject it)")
     group.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
                        help="Environment variable holding the API key (sent as a Bearer token)")
-    group.add_argument("--header", action="append", type=_header, default=[], metavar="'NAME: VALUE'",
-                       help="Extra request header (repeatable)")
+    # default None, not []: Locust's start form turns an empty list field into int("") (a 500)
+    group.add_argument("--header", action="append", type=_header, default=None, metavar="'NAME: VALUE'",
+                       help="Extra request header (repeatable)", is_secret=True)
     group.add_argument("--slo-ttft-ms", type=_positive_float, default=None, metavar="MS",
                        help="Goodput SLO: TTFT at most this")
     group.add_argument("--slo-tpot-ms", type=_positive_float, default=None, metavar="MS",
@@ -174,6 +207,7 @@ class Settings:
 
     @classmethod
     def build(cls, options, host: str | None, results_dir: Path, check_dir: bool = True) -> Settings:
+        normalize(options)
         scenario = None
         if options.scenario:
             try:

@@ -29,7 +29,9 @@ from ..httpclient import Connection, ConnectionLost, HTTPError, Target
 from ..monitor import Monitor
 from ..records import CONVERSATION_FIELDS, RecordWriter
 from ..stream import Record
+from . import webui
 from .distributed import SCHEDULE_DONE, WORKER_SUMMARY, MasterCollector, RecordShipper
+from .live import LiveStats
 from .options import OptionError, Settings, add_arguments
 from .quota import TICKETS_GRANT, LocalQuota, RemoteQuota
 
@@ -120,6 +122,7 @@ class Run:
         self._sequence = itertools.count()
         self._users = itertools.count()
         self.open_loop: OpenLoop | None = None
+        self.live = LiveStats(settings.slos)  # the web UI's LLM tab
         self._schedule_done_sent = False
 
     # -- the request ---------------------------------------------------------------------
@@ -174,21 +177,35 @@ class Run:
         if self.role == "master":
             if self.collector is None:
                 self.collector = MasterCollector(self.environment, folder, self.settings.total_requests,
-                                                 self._quota_spent)
+                                                 self._quota_spent, self.live)
         elif self.writer is None:
             if self.role == "worker":
-                self.writer = RecordShipper(self.environment.runner, self.worker_id, self.monitor.summary)
+                self.writer = RecordShipper(self.environment.runner, self.worker_id, self.monitor.summary,
+                                            lambda: self.monitor.in_flight)
             else:
                 self.writer = RecordWriter(folder / f"requests-{self.worker_id}.csv")
         if self.started is None:
             self.started = time.time()
-        flush = self.writer.flush if isinstance(self.writer, RecordWriter) else None
-        self.monitor.start(on_sample=lambda _sample: flush and flush())
+        self.monitor.start(on_sample=self._every_second)
+
+    def _every_second(self, _sample) -> None:
+        if isinstance(self.writer, RecordWriter):
+            self.writer.flush()
+        self.live.in_flight[self.worker_id] = self.monitor.in_flight
+        self.live.sample()
+
+    def flush_records(self) -> None:
+        """Everything finished so far on disk (for downloads during a run)."""
+        if isinstance(self.writer, RecordWriter):
+            self.writer.flush()
+        if self.collector is not None:
+            self.collector.flush()
 
     def stop(self) -> None:
         if self.collector is not None:
             self.collector.stop_watching()
         self.monitor.stop()
+        self.live.in_flight[self.worker_id] = self.monitor.in_flight
         self.ended = time.time()
         if self.writer is not None:
             self.writer.flush()
@@ -200,6 +217,9 @@ class Run:
         """Keep the record and tell Locust: one request event, then TTFT/TPOT when it succeeded."""
         if self.writer is not None:
             self.writer.write(record)
+        if self.role == "local":
+            self.live.add(record.upstream, record.scenario, record.status, record.error_type, record.ttft_ms,
+                          record.tpot_ms, record.e2e_ms, record.output_tokens, time.time())
         self.monitor.done += 1
         if self.open_loop is not None and record.t_intended is not None:
             self.open_loop.pending -= 1
@@ -390,6 +410,8 @@ def install(events=locust_events, require_agent: bool = False, require_stages: b
     @events.init.add_listener
     def _init(environment, **_kwargs):
         runner = environment.runner
+        if environment.web_ui is not None:
+            webui.install(environment, lambda: RUN)
         if isinstance(runner, WorkerRunner):
             def _granted(environment, msg, **_kwargs):
                 if RUN is not None:
@@ -432,8 +454,8 @@ def install(events=locust_events, require_agent: bool = False, require_stages: b
     def _spawned(**_kwargs):
         # Everything alive now (users, connections, Locust's state) lives for the whole run. A full
         # GC pass over it stalled the event loop for 30-50 ms at 1,000 users, delaying reads and so
-        # the timings; frozen objects are left out of collections from here on.
-        gc.collect()
+        # the timings; frozen objects are left out of collections from here on. (No gc.collect()
+        # first: that would be one such stall, in the middle of the first users' streams.)
         gc.freeze()
 
     @events.test_stop.add_listener

@@ -1,0 +1,144 @@
+"""The LLM tab of Locust's web UI: in a real headless Chromium, behind web login, and on a master."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+from test_distributed import free_port, start_worker, stop_all
+from test_locust_runs import LOCUST, LOCUSTFILE
+
+from analysis.stats import load_records
+from tokenstorm.mockproc import ROOT
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def start_web(host: str, port: int, results, *args: str, locustfile: str = LOCUSTFILE) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")} | {"OPENAI_API_KEY": "mock-key"}
+    proc = subprocess.Popen([LOCUST, "-f", locustfile, "--host", host, "--web-host", "127.0.0.1", "--web-port",
+                             str(port), "--results-dir", str(results), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the Locust web UI did not start")
+
+
+def get_json(port: int, path: str) -> dict:
+    return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10).read())
+
+
+def wait_stopped(port: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = get_json(port, "/stats/requests")
+        if stats["state"] == "stopped":
+            return stats
+        time.sleep(0.5)
+    raise AssertionError("the run did not stop")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs it: apt chromium)")
+def test_llm_tab_in_a_real_browser(start_mock, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    mock = start_mock("--ttft-ms", "60", "--itl-ms", "5", "--output-tokens", "30", "--jitter", "0.2")
+    port = free_port()
+    web = start_web(mock.url, port, tmp_path / "results")
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.fill("input[name=userCount]", "5")
+            page.fill("input[name=spawnRate]", "5")
+            page.get_by_text("Custom parameters").click()
+            page.fill("input[name=totalRequests]", "60")
+            page.fill("input[name=sloTtftMs]", "500")
+            page.get_by_role("button", name="Start").click()
+            wait_stopped(port)
+            page.get_by_role("tab", name="LLM").click()
+            page.wait_for_selector("text=TTFT P50 (ms)")
+            page.wait_for_function("document.body.innerText.includes('60')")
+            text = page.inner_text("body")
+            page.screenshot(path=str(tmp_path / "llm-tab.png"), full_page=True)
+            charts = browser.new_page()
+            charts.goto(f"http://127.0.0.1:{port}/llm")
+            charts.wait_for_function("document.getElementById('rows').rows.length > 1")
+            charts.screenshot(path=str(tmp_path / "llm-charts.png"))
+            browser.close()
+    finally:
+        stop_all(web)
+    records = load_records(tmp_path / "results")
+    ok = records[records["status"] == "ok"]
+    assert len(records) == 60
+    for column in ("ttft_ms", "tpot_ms", "e2e_ms"):
+        for p in (50, 90, 99):
+            value = round(float(np.percentile(ok[column], p)), 2)
+            assert f"{value:g}" in text or f"{value}" in text, (column, p, value)
+    assert float(np.percentile(ok["ttft_ms"], 50)) > 50
+    assert (tmp_path / "llm-tab.png").stat().st_size > 20_000
+
+
+def test_added_routes_refuse_unauthenticated_requests_with_web_login(shared_mock, tmp_path):
+    port = free_port()
+    web = start_web(shared_mock.url, port, tmp_path / "results", "--web-login",
+                    locustfile=str(ROOT / "tests" / "data" / "auth_locustfile.py"))
+    try:
+        for path in ("/llm", "/llm/data", "/llm/records.csv", "/llm/report.html"):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+            opener = urllib.request.build_opener(NoRedirect)
+            try:
+                response = opener.open(request, timeout=10)
+                status, body = response.status, response.read()
+            except urllib.error.HTTPError as exc:
+                status, body = exc.code, exc.read()
+            assert status in (302, 401), (path, status)
+            assert b"request_id" not in body and b"TTFT" not in body
+    finally:
+        stop_all(web)
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def test_master_tab_shows_the_whole_run(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", "2", "--output-tokens", "20")
+    port, master_port = free_port(), free_port()
+    master = start_web(mock.url, port, tmp_path / "results", "--master", "--master-bind-host", "127.0.0.1",
+                       "--master-bind-port", str(master_port))
+    workers = [start_worker(master_port) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 30
+        while get_json(port, "/stats/requests").get("worker_count", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        data = urllib.parse.urlencode({"user_count": 6, "spawn_rate": 6, "host": mock.url,
+                                       "total_requests": 90}).encode()
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/swarm", data=data, timeout=10)
+        wait_stopped(port)
+        time.sleep(1.5)  # the tab's figures are recomputed at most once a second
+        rows = get_json(port, "/stats/requests")["extended_stats"][0]["data"]
+    finally:
+        stop_all(master, *workers)
+    records = load_records(tmp_path / "results")
+    per_worker = records["worker_id"].value_counts()
+    assert len(per_worker) == 2 and per_worker.sum() == 90
+    assert rows[0]["requests"] == 90 == per_worker.sum()
