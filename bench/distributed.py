@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,27 +25,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analysis.stats import load_records  # noqa: E402
+from bench.common import cpu_seconds, free_port  # noqa: E402
 from tokenstorm.mockproc import MockProcess  # noqa: E402
 
 LOCUST = str(Path(sys.executable).parent / "locust")
 LOCUSTFILE = str(ROOT / "locustfiles" / "chat_stream.py")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def cpu_s(procs) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def run(workers: int, args, mock: MockProcess) -> dict:
@@ -64,9 +51,9 @@ def run(workers: int, args, mock: MockProcess) -> dict:
             for _ in range(workers)]
     pm, pw, pk = psutil.Process(master.pid), [psutil.Process(k.pid) for k in kids], psutil.Process(mock.proc.pid)
     time.sleep(args.warmup)
-    c0 = (cpu_s([pm]), cpu_s(pw), cpu_s([pk]), time.monotonic())
+    c0 = (cpu_seconds([pm]), cpu_seconds(pw), cpu_seconds([pk]), time.monotonic())
     time.sleep(args.duration - args.warmup - 2)
-    c1 = (cpu_s([pm]), cpu_s(pw), cpu_s([pk]), time.monotonic())
+    c1 = (cpu_seconds([pm]), cpu_seconds(pw), cpu_seconds([pk]), time.monotonic())
     master.wait(timeout=args.duration + 120)
     for k in kids:
         k.wait(timeout=60)

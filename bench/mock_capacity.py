@@ -35,6 +35,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_seconds  # noqa: E402
 from tokenstorm.mockproc import MockProcess  # noqa: E402
 
 
@@ -100,15 +101,6 @@ def lag_quantile(before: dict, after: dict, q: float) -> float | None:
     return prev_bound
 
 
-def cpu_seconds(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def measure(streams: int, itl_ms: float, duration: float, workers: int, clients: int, warmup: float) -> dict:

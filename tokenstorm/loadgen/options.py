@@ -27,44 +27,24 @@ class OptionError(Exception):
     """A bad option value; the message is one line naming the option."""
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+def _number(cast: type, check, requirement: str):
+    """An argparse type: `cast` the text, then `check` it, else say `requirement`."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            what = "a whole number" if cast is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not check(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _temperature(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 2:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
-    return value
+_non_negative_int = _number(int, lambda v: v >= 0, "0 or more")
+_positive_float = _number(float, lambda v: v > 0, "more than 0")
+_non_negative_float = _number(float, lambda v: v >= 0, "0 or more")
+_temperature = _number(float, lambda v: 0 <= v <= 2, "between 0 and 2")
 
 
 def _header(text: str) -> str:
