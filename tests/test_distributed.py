@@ -114,3 +114,27 @@ def test_processes_flag_forks_workers(start_mock, tmp_path):
     df = load_records(tmp_path)
     assert len(df) == 100 and df["worker_id"].nunique() == 2
     assert Path(tmp_path / "run-master.json").exists()
+
+
+def test_a_worker_sent_sigterm_flushes_its_records_first(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "50", "--itl-ms", "50", "--output-tokens", "40")  # ~2 s per request
+    port = free_port()
+    master = start_master(mock.url, port, 2, "-u", "8", "-r", "8", "-t", "12s", "--stop-timeout", "0",
+                          "--results-dir", str(tmp_path))
+    workers = [start_worker(port) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(tmp_path.glob("requests-*.csv"))) < 2:
+            time.sleep(0.2)
+        time.sleep(1.0)  # every stream of both workers is mid-flight now
+        workers[0].send_signal(signal.SIGTERM)
+        assert workers[0].wait(timeout=30) == 0
+        master.communicate(timeout=120)
+    finally:
+        stop_all(master, *workers)
+    df = load_records(tmp_path)
+    meta = json.loads((tmp_path / "run-master.json").read_text())
+    stopped = df.groupby("worker_id", observed=True)["t_start"].max().idxmin()  # the one that left early
+    cut = df[(df["worker_id"] == stopped) & (df["error_type"] == "cancelled")]
+    assert len(cut) >= 1 and cut["ttft_ms"].notna().any()  # its in-flight streams, with their partial timings
+    assert meta["lost"] == {}  # it left in good order, it was not lost
