@@ -1,8 +1,8 @@
 """`make demo`: the bundled mock, a short headless Locust run against it, the exact report.
 
 Starts the mock (jittered like a loaded server), runs locustfiles/chat_stream.py with 10
-concurrent streams for 60 requests, writes a results folder and prints the report; stops
-everything it started.
+concurrent streams for 60 requests, writes a results folder with the analysis report (md,
+html, plots) and prints the report; stops everything it started.
 """
 
 from __future__ import annotations
@@ -33,7 +33,11 @@ def main() -> int:
     if code != 0:
         print(f"demo: locust exited with status {code}", file=sys.stderr)
         return code
-    print(f"\nResults folder: {results.relative_to(ROOT)}")
+    from analysis.report import write_report
+    from analysis.results import load_results
+
+    write_report(load_results(results))
+    print(f"\nResults folder: {results.relative_to(ROOT)} (records, run metadata, report.md, report.html, plots/)")
     return 0
 
 
