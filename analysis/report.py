@@ -158,6 +158,11 @@ def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str]
         out.append(("Locust's own statistics", "From Locust's _stats.csv: bucketed and rounded percentiles "
                     "(kept for reference; the tables above are exact).", columns,
                     [[str(v) for v in row] for row in stats[columns].itertuples(index=False)]))
+    failures = results.locust_failures
+    if failures is not None and len(failures):
+        columns = [c for c in ("Method", "Name", "Error", "Occurrences") if c in failures.columns]
+        out.append(("Locust's failures", "From Locust's _failures.csv (grouped by its message).", columns,
+                    [[str(v) for v in row] for row in failures[columns].itertuples(index=False)]))
     lost = summary.get("lost_workers") or {}
     if lost:
         out.append(("Lost workers", "Workers that stopped answering during the run.", ["worker", "finished requests"],

@@ -160,4 +160,5 @@ def test_a_plain_locust_folder_reports_from_its_csvs(runs, tmp_path):
     assert result.returncode == 0, result.stderr
     md = (folder / "report.md").read_text()
     assert "## Locust's own statistics" in md and "| TTFT | /v1/chat/completions |" in md
+    assert "## Locust's failures" in md and "HTTP 500" in md  # the base run had injected 500s
     assert matplotlib.image.imread(folder / "plots" / "over_time.png").std() > 0.05
