@@ -132,6 +132,10 @@ def add_arguments(parser) -> None:
     # default None, not []: Locust's start form turns an empty list field into int("") (a 500)
     group.add_argument("--header", action="append", type=_header, default=None, metavar="'NAME: VALUE'",
                        help="Extra request header (repeatable)", is_secret=True)
+    group.add_argument("--tls-ca", default="", metavar="FILE",
+                       help="Verify https targets against this CA bundle (PEM) instead of the system's")
+    group.add_argument("--tls-insecure", action="store_true", default=False,
+                       help="Do not verify https certificates (self-signed test gateways only)")
     group.add_argument("--slo-ttft-ms", type=_positive_float, default=None, metavar="MS",
                        help="Goodput SLO: TTFT at most this")
     group.add_argument("--slo-tpot-ms", type=_positive_float, default=None, metavar="MS",
@@ -180,6 +184,8 @@ class Settings:
     timeouts: Timeouts
     slos: dict[str, float] = field(default_factory=dict)
     scenario: Scenario | None = None
+    tls_ca: str = ""
+    tls_insecure: bool = False
     arrival_stages: list[tuple[float, float]] = field(default_factory=list)  # [(duration_s, rate)]; [] = closed loop
     arrival: str = "poisson"
     burstiness: float = 1.0
@@ -215,6 +221,8 @@ class Settings:
                 check_writable(results_dir)
             except OSError as exc:
                 raise OptionError(f"--results-dir {results_dir}: cannot write there ({exc.strerror or exc})") from None
+        if options.tls_ca and not Path(options.tls_ca).is_file():
+            raise OptionError(f"--tls-ca {options.tls_ca}: no such file")
         if options.max_tokens == 0 and options.ignore_eos:
             raise OptionError("--ignore-eos needs --max-tokens > 0")
         base = target.base_path
@@ -249,7 +257,18 @@ class Settings:
             api_key=os.environ.get(options.api_key_env) or None, extra_headers=headers,
             total_requests=total, results_dir=results_dir, timeouts=timeouts,
             slos={k: v for k, v in slos.items() if v}, scenario=scenario, arrival_stages=stages,
-            arrival=options.arrival, burstiness=options.burstiness, arrival_seed=options.arrival_seed)
+            arrival=options.arrival, burstiness=options.burstiness, arrival_seed=options.arrival_seed,
+            tls_ca=options.tls_ca, tls_insecure=options.tls_insecure)
+
+    def ssl_context(self):
+        """The TLS settings of https connections (gevent's context: its sockets cooperate)."""
+        from gevent import ssl as gssl
+
+        context = gssl.create_default_context(cafile=self.tls_ca or None)
+        if self.tls_insecure:
+            context.check_hostname = False
+            context.verify_mode = gssl.CERT_NONE
+        return context
 
     def public(self) -> dict:
         """The settings as written to run metadata: everything but secrets."""
@@ -260,7 +279,8 @@ class Settings:
             "api_key_env": self.api_key_env, "api_key_set": self.api_key is not None,
             "extra_headers": [name for name, _ in self.extra_headers],  # values may be secrets
             "total_requests": self.total_requests, "results_dir": str(self.results_dir),
-            "timeouts": self.timeouts.__dict__, "slos": self.slos,
+            "timeouts": self.timeouts.__dict__, "slos": self.slos, "tls_ca": self.tls_ca,
+            "tls_insecure": self.tls_insecure,
             "arrivals": {"stages": self.arrival_stages, "process": self.arrival, "burstiness": self.burstiness,
                          "seed": self.arrival_seed} if self.arrival_stages else None,
             "scenario": None if self.scenario is None else {

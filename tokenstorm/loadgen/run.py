@@ -121,6 +121,7 @@ class Run:
         self.ended: float | None = None
         self._sequence = itertools.count()
         self._users = itertools.count()
+        self._ssl_context = settings.ssl_context()
         self.open_loop: OpenLoop | None = None
         self.live = LiveStats(settings.slos)  # the web UI's LLM tab
         self._schedule_done_sent = False
@@ -144,7 +145,9 @@ class Run:
         return body
 
     def connection(self, target=None) -> Connection:
-        return Connection(target or self.settings.target, self.settings.timeouts.connect_s)
+        target = target or self.settings.target
+        context = self._ssl_context if target.scheme == "https" else None
+        return Connection(target, self.settings.timeouts.connect_s, context)
 
     def next_request(self) -> Request:
         """What the next request sends, and where."""
@@ -323,7 +326,8 @@ def probe_models(settings: Settings) -> tuple[int, list[str]]:
     """GET <base>/v1/models with the key (if any): (HTTP status, model ids)."""
     base = settings.target.base_path
     path = (base if base.endswith("/v1") else base + "/v1") + "/models"
-    conn = Connection(settings.target, settings.timeouts.connect_s)
+    conn = Connection(settings.target, settings.timeouts.connect_s,
+                      settings.ssl_context() if settings.target.scheme == "https" else None)
     conn.deadline = time.monotonic() + settings.timeouts.connect_s + 10
     headers = [("Accept", "application/json")]
     if settings.api_key:
