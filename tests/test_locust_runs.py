@@ -145,7 +145,8 @@ def test_sigterm_flushes_records_and_keeps_cut_streams(start_mock, tmp_path):
 
 def test_model_is_discovered_and_output_matches_the_tokenizer(shared_mock, tmp_path):
     result = run_locust(shared_mock.url + "/v1", "-u", "2", "-r", "2", "--total-requests", "6", "--results-dir",
-                        str(tmp_path), "--no-include-usage", "--max-tokens", "0")
+                        str(tmp_path), "--no-include-usage", "--max-tokens", "500",
+                        "--max-tokens-field", "max_completion_tokens")
     assert result.returncode == 0, result.stderr[-1500:]
     df = records(tmp_path)
     assert (df["model"] == "mock-llm").all() and (df["output_tokens_source"] == "tokenizer").all()

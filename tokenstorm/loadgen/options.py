@@ -120,6 +120,9 @@ def add_arguments(parser) -> None:
                        help="Request path, overriding the one --api implies (relative to --host)")
     group.add_argument("--max-tokens", type=_non_negative_int, default=256, metavar="N",
                        help="max_tokens of every request (0 = do not send it)")
+    group.add_argument("--max-tokens-field", choices=("max_tokens", "max_completion_tokens"), default="max_tokens",
+                       help="The body field that carries --max-tokens (OpenAI's reasoning models take only "
+                            "max_completion_tokens)")
     group.add_argument("--ignore-eos", action="store_true", default=False,
                        help="Send ignore_eos: true (vLLM and the mock then emit exactly max-tokens tokens)")
     group.add_argument("--temperature", type=_temperature, default=None, help="Sampling temperature")
@@ -185,6 +188,7 @@ class Settings:
     slos: dict[str, float] = field(default_factory=dict)
     scenario: Scenario | None = None
     tls_ca: str = ""
+    max_tokens_field: str = "max_tokens"
     tls_insecure: bool = False
     arrival_stages: list[tuple[float, float]] = field(default_factory=list)  # [(duration_s, rate)]; [] = closed loop
     arrival: str = "poisson"
@@ -258,7 +262,7 @@ class Settings:
             total_requests=total, results_dir=results_dir, timeouts=timeouts,
             slos={k: v for k, v in slos.items() if v}, scenario=scenario, arrival_stages=stages,
             arrival=options.arrival, burstiness=options.burstiness, arrival_seed=options.arrival_seed,
-            tls_ca=options.tls_ca, tls_insecure=options.tls_insecure)
+            tls_ca=options.tls_ca, tls_insecure=options.tls_insecure, max_tokens_field=options.max_tokens_field)
 
     def ssl_context(self):
         """The TLS settings of https connections (gevent's context: its sockets cooperate)."""

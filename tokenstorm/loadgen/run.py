@@ -137,7 +137,7 @@ class Run:
         if s.include_usage:
             body["stream_options"] = {"include_usage": True}
         if s.max_tokens:
-            body["max_tokens"] = s.max_tokens
+            body[s.max_tokens_field if s.api == "chat" else "max_tokens"] = s.max_tokens
         if s.ignore_eos:
             body["ignore_eos"] = True
         if s.temperature is not None:
