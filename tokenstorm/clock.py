@@ -96,24 +96,44 @@ class PreciseClock:
         self._timer.drain()
         heap = self._heap
         self._armed = float("inf")
-        while heap and heap[0][0] <= time.monotonic():
+        now = time.monotonic()
+        while heap:
+            due = heap[0][0]
+            if due > now:
+                if due - now > SPIN_S:
+                    break
+                # Due within SPIN_S: wait for it here rather than re-arm the timer, go back to the
+                # loop and wake again (three system calls). Only happens when deadlines are dense.
+                while time.monotonic() < due:
+                    pass
             heapq.heappop(heap)[2].switch(None)  # runs that greenlet until it blocks again
+            now = time.monotonic()
         if heap and heap[0][0] < self._armed:
             self._arm(heap[0][0])
 
 
+SPIN_S = 0.0001
+
 _clock: PreciseClock | None = None
-_clock_pid = 0
+_unavailable = False
+
+
+def _forget_in_child() -> None:
+    global _clock
+    _clock = None  # a forked worker makes its own (its own timerfd, its own hub)
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def clock() -> PreciseClock | None:
     """This process's clock (created on first use, so each forked worker has its own)."""
-    global _clock, _clock_pid
-    if _clock is None or _clock_pid != os.getpid():
+    global _clock, _unavailable
+    if _clock is None and not _unavailable:
         try:
-            _clock, _clock_pid = PreciseClock(), os.getpid()
+            _clock = PreciseClock()
         except (OSError, AttributeError):
-            return None
+            _unavailable = True
     return _clock
 
 
