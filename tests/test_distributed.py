@@ -34,8 +34,8 @@ def start_master(host: str, port: int, workers: int, *args: str) -> subprocess.P
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
 
 
-def start_worker(port: int) -> subprocess.Popen:
-    cmd = [LOCUST, "-f", LOCUSTFILE, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
+def start_worker(port: int, *args: str) -> subprocess.Popen:
+    cmd = [LOCUST, "-f", LOCUSTFILE, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port), *args]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(), cwd=ROOT)
 
 
@@ -138,3 +138,25 @@ def test_a_worker_sent_sigterm_flushes_its_records_first(start_mock, tmp_path):
     cut = df[(df["worker_id"] == stopped) & (df["error_type"] == "cancelled")]
     assert len(cut) >= 1 and cut["ttft_ms"].notna().any()  # its in-flight streams, with their partial timings
     assert meta["lost"] == {}  # it left in good order, it was not lost
+
+
+def test_workers_of_a_dead_master_stop_their_load_and_exit(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", "20", "--output-tokens", "20")
+    port = free_port()
+    master = start_master(mock.url, port, 2, "-u", "6", "-r", "6", "-t", "60s", "--results-dir", str(tmp_path))
+    workers = [start_worker(port, "--master-lost-after", "3") for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(tmp_path.glob("requests-*.csv"))) < 2:
+            time.sleep(0.2)
+        master.send_signal(signal.SIGKILL)  # no quit message reaches the workers
+        killed = time.monotonic()
+        master.wait()
+        for worker in workers:
+            worker.wait(timeout=30)
+        gone_after = time.monotonic() - killed
+    finally:
+        stop_all(master, *workers)
+    assert gone_after < 10  # after --master-lost-after 3, not Locust's 60 s: their users stopped with them
+    # the records the master had received before it died are on disk and readable
+    assert len(load_records(tmp_path)) > 0

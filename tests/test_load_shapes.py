@@ -94,6 +94,19 @@ def test_saturated_server_shows_queueing_from_the_intended_time(start_mock, tmp_
     ttft = records["ttft_ms"].to_numpy()
     assert ttft[:2].max() < 60 and ttft[-10:].mean() > 3000  # the server's queue grew with every arrival
     assert np.corrcoef(np.arange(len(ttft)), ttft)[0, 1] > 0.95
+    assert "fell behind its schedule" not in result.stdout
+
+
+def test_a_client_that_falls_behind_says_so(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "50", "--itl-ms", "10", "--output-tokens", "20")
+    # 2 users each take ~0.24 s per request: ~8 req/s at most, while the arrivals come at 20 req/s
+    result = run("chat_stream.py", mock.url, "-u", "2", "-r", "2", "--arrival-rate", "20", "--arrival",
+                 "constant", "--arrival-duration", "3", "--max-tokens", "20", "--results-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = load_records(tmp_path).sort_values("t_intended")
+    lag = records["schedule_lag_ms"].to_numpy()
+    assert lag[:2].max() < 50 and lag[-5:].min() > 1000  # sends slip further behind with every arrival
+    assert "WARNING: the client fell behind its schedule" in result.stdout and "raise -u" in result.stdout
 
 
 def test_stages_follow_the_scenario(start_mock, tmp_path):

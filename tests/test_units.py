@@ -21,3 +21,19 @@ def test_self_check_flags_a_busy_client():
     assert busy.summary()["distorted"] and "client CPU above 80%" in busy.summary()["warnings"][0]
     laggy = Monitor(samples=[Sample(time.time(), 30.0, 40.0 if i == 9 else 1.0, 5, i) for i in range(10)])
     assert any("event-loop lag p99" in w for w in laggy.summary()["warnings"])
+
+
+def test_a_run_shorter_than_one_interval_still_has_a_sample():
+    import gevent
+
+    monitor = Monitor(interval_s=1.0)
+    seen = []
+    monitor.start(on_sample=seen.append)
+    deadline = time.monotonic() + 0.35
+    while time.monotonic() < deadline:  # keep the CPU busy between the loop-lag probes
+        gevent.sleep(0)
+    monitor.stop()
+    assert len(monitor.samples) == 1 and seen == monitor.samples
+    sample = monitor.samples[0]
+    assert sample.cpu_pct > 30 and sample.loop_lag_ms >= 0
+    assert monitor.summary()["samples"] == 1

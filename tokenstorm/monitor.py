@@ -35,31 +35,41 @@ class Monitor:
     done: int = 0
     _greenlet: gevent.Greenlet | None = None
     _on_sample: object = None
+    _process: psutil.Process | None = None
+    _lags: list[float] = field(default_factory=list)  # loop lags (ms) since the last sample
 
     def start(self, on_sample=None) -> None:
         if self._greenlet is None:
             self._on_sample = on_sample
+            self._process = psutil.Process()
+            self._process.cpu_percent(None)
+            self._lags = []
             self._greenlet = gevent.spawn(self._run)
 
     def stop(self) -> None:
+        """Stop sampling; the part-interval since the last sample becomes a final sample, so a run
+        shorter than one interval still reports its CPU and loop lag."""
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
             self._greenlet = None
+            if self._lags:
+                self._take_sample()
 
     def _run(self) -> None:
-        process = psutil.Process()
-        process.cpu_percent(None)
         step = 0.1  # lag is sampled 10x per interval; CPU once per interval
         while True:
-            lags = []
             for _ in range(round(self.interval_s / step)):
                 before = time.monotonic()
                 gevent.sleep(step)
-                lags.append(max(0.0, time.monotonic() - before - step) * 1000)
-            sample = Sample(time.time(), process.cpu_percent(None), max(lags), self.in_flight, self.done)
-            self.samples.append(sample)
-            if self._on_sample:
-                self._on_sample(sample)
+                self._lags.append(max(0.0, time.monotonic() - before - step) * 1000)
+            self._take_sample()
+
+    def _take_sample(self) -> None:
+        sample = Sample(time.time(), self._process.cpu_percent(None), max(self._lags), self.in_flight, self.done)
+        self._lags = []
+        self.samples.append(sample)
+        if self._on_sample:
+            self._on_sample(sample)
 
     def summary(self) -> dict:
         """CPU and loop-lag figures of the run, and whether they were high enough to distort timings."""

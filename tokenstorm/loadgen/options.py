@@ -166,6 +166,9 @@ def add_arguments(parser) -> None:
                        help="Longest silence between output chunks, in seconds")
     group.add_argument("--request-timeout", type=_positive_float, default=600.0, metavar="S",
                        help="Seconds from sending a request to the end of its stream")
+    group.add_argument("--master-lost-after", type=_positive_float, default=60.0, metavar="S",
+                       help="Given to a worker: it quits after S seconds without a heartbeat from "
+                       "its master (Locust's own limit: 60)", include_in_web_ui=False)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import gevent
 from locust import events as locust_events
+from locust import runners as locust_runners
 from locust.runners import MasterRunner, WorkerRunner
 
 from .. import tokenizer
@@ -422,7 +423,9 @@ def install(events=locust_events, require_agent: bool = False, require_stages: b
                     RUN.quota.on_grant(msg.data["n"])
 
             runner.register_message(TICKETS_GRANT, _granted)
-            return  # a worker's options arrive with the master's spawn message
+            if environment.parsed_options is not None:  # read by Locust's worker at every check
+                locust_runners.MASTER_HEARTBEAT_TIMEOUT = environment.parsed_options.master_lost_after
+            return  # a worker's other options arrive with the master's spawn message
         options = environment.parsed_options
         if options is None or not options.headless:
             return  # the web UI sets host and options when a test starts

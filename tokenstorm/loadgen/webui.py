@@ -45,6 +45,14 @@ def install(environment, current_run) -> None:
     app = web_ui.app
     protect = web_ui.auth_required_if_enabled
 
+    def flushed_results_dir() -> Path | None:
+        """The current run's results folder with every record written so far on disk, or None before a run."""
+        run = current_run()
+        if run is None:
+            return None
+        run.flush_records()
+        return Path(run.settings.results_dir)
+
     @app.after_request
     def _extend_stats(response: Response) -> Response:
         if not request.path.endswith("/stats/requests") or response.status_code != 200:
@@ -72,13 +80,12 @@ def install(environment, current_run) -> None:
     @app.route(f"{base}/llm/records.csv")
     @protect
     def llm_records():
-        run = current_run()
-        if run is None:
+        results_dir = flushed_results_dir()
+        if results_dir is None:
             return Response("no run yet\n", status=404, mimetype="text/plain")
-        run.flush_records()
         buffer = io.StringIO()
         buffer.write(",".join(RECORD_FIELDS) + "\r\n")
-        for path in sorted(Path(run.settings.results_dir).glob("requests-*.csv")):
+        for path in sorted(results_dir.glob("requests-*.csv")):
             with open(path, encoding="utf-8") as f:
                 next(f, None)  # each file's header
                 buffer.write(f.read())
@@ -93,15 +100,14 @@ def install(environment, current_run) -> None:
         from analysis.results import load_results
         from analysis.stats import RecordsError
 
-        run = current_run()
-        if run is None:
+        results_dir = flushed_results_dir()
+        if results_dir is None:
             return Response("no run yet\n", status=404, mimetype="text/plain")
-        run.flush_records()
         try:
-            write_report(load_results(run.settings.results_dir))
+            write_report(load_results(results_dir))
         except RecordsError as exc:
             return Response(f"no report: {exc}\n", status=404, mimetype="text/plain")
-        return Response((Path(run.settings.results_dir) / "report.html").read_text(), mimetype="text/html")
+        return Response((results_dir / "report.html").read_text(), mimetype="text/html")
 
 
 CHART_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>tokenstorm: LLM charts</title>
