@@ -162,3 +162,14 @@ def test_a_plain_locust_folder_reports_from_its_csvs(runs, tmp_path):
     assert "## Locust's own statistics" in md and "| TTFT | /v1/chat/completions |" in md
     assert "## Locust's failures" in md and "HTTP 500" in md  # the base run had injected 500s
     assert matplotlib.image.imread(folder / "plots" / "over_time.png").std() > 0.05
+
+
+def test_a_worker_copy_of_written_records_counts_once(runs, tmp_path):
+    """A worker whose master died keeps what the master never confirmed; some of it may be on the
+    master's disk already. Each record counts once; the kept ones the master never wrote count too."""
+    base = pd.read_csv(runs["base"] / "requests-local.csv", keep_default_na=False)
+    base[:300].to_csv(tmp_path / "requests-local.csv", index=False)  # what the master wrote
+    base[280:].to_csv(tmp_path / "requests-local-unsent.csv", index=False)  # the worker's copy: 20 overlap
+    df = load_records(tmp_path)
+    assert len(df) == 400 and df["request_id"].is_unique
+    assert sorted(df["request_id"]) == sorted(load_records(runs["base"])["request_id"])

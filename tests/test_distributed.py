@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from test_locust_runs import LOCUST, LOCUSTFILE
+from test_locust_runs import LOCUST, LOCUSTFILE, chat_requests_seen
 
 from analysis.stats import load_records
 from tokenstorm.mockproc import ROOT
@@ -44,6 +44,14 @@ def stop_all(*procs: subprocess.Popen) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def assert_every_request_is_a_record(df: pd.DataFrame, mock) -> None:
+    """Each request the mock answered has a record; a record beyond those can only be a stream cut
+    before its response began (the server may not have read it yet)."""
+    seen = chat_requests_seen(mock)
+    cut_early = (df["ttfb_ms"].isna() & (df["error_type"] == "cancelled")).sum()
+    assert seen <= len(df) <= seen + cut_early, (seen, len(df), cut_early)
 
 
 def test_master_and_two_workers_make_exactly_the_total(start_mock, tmp_path):
@@ -158,5 +166,35 @@ def test_workers_of_a_dead_master_stop_their_load_and_exit(start_mock, tmp_path)
     finally:
         stop_all(master, *workers)
     assert gone_after < 10  # after --master-lost-after 3, not Locust's 60 s: their users stopped with them
-    # the records the master had received before it died are on disk and readable
-    assert len(load_records(tmp_path)) > 0
+    # what the master wrote before it died, plus what each worker kept because the master never confirmed it
+    unsent = sorted(p.name for p in tmp_path.glob("requests-*-unsent.csv"))
+    assert unsent == ["requests-w0-unsent.csv", "requests-w1-unsent.csv"]
+    df = load_records(tmp_path)
+    assert df["request_id"].is_unique and (df["error_type"] == "cancelled").sum() >= 1
+    assert_every_request_is_a_record(df, mock)
+
+
+def test_a_master_stopped_with_sigterm_keeps_every_request(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", "20", "--output-tokens", "40")  # ~0.8 s per request
+    port = free_port()
+    master = start_master(mock.url, port, 2, "-u", "8", "-r", "8", "-t", "60s", "--results-dir", str(tmp_path))
+    workers = [start_worker(port) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(tmp_path.glob("requests-*.csv"))) < 2:
+            time.sleep(0.2)
+        time.sleep(1.0)  # streams of both workers are mid-flight
+        master.send_signal(signal.SIGTERM)
+        out, err = master.communicate(timeout=60)
+        for worker in workers:
+            assert worker.wait(timeout=30) == 0  # told to quit by the master, not left behind
+    finally:
+        stop_all(master, *workers)
+    df = load_records(tmp_path)
+    # every request the server saw is a record: the finished ones and the streams cut by the stop
+    assert df["request_id"].is_unique
+    assert_every_request_is_a_record(df, mock)
+    assert (df["status"] == "ok").sum() >= 8 and (df["error_type"] == "cancelled").sum() >= 1
+    meta = json.loads((tmp_path / "run-master.json").read_text())
+    assert meta["lost"] == {} and sum(w["records"] for w in meta["workers"].values()) == len(df)
+    assert "=== tokenstorm report" in out and "Traceback" not in err, err[-3000:]

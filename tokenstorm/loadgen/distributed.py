@@ -6,6 +6,10 @@ shared filesystem is needed. A worker flushes its batch when its test stops (als
 A worker killed with SIGKILL loses at most its last unsent batch and its in-flight requests;
 the master notices (Locust marks it missing after ~4 s without heartbeat), names it in the
 run metadata and the report, and gives its unused tickets to the surviving workers.
+
+The master confirms every batch once it is written; a worker keeps the batches not yet
+confirmed. If its master dies, the worker writes those to requests-<worker>-unsent.csv
+(next to where the master wrote, when that folder is on its machine) as it exits.
 """
 
 from __future__ import annotations
@@ -14,22 +18,26 @@ import time
 from pathlib import Path
 
 import gevent
+from locust import runners as locust_runners
+from locust.exception import RPCError, RPCReceiveError
 
 from ..records import CONVERSATION_FIELDS, RecordWriter
 from ..stream import RECORD_FIELDS, Record
 from .quota import TICKETS_GRANT, TICKETS_REQUEST, TicketLedger
 
-RECORDS = "tokenstorm_records"  # worker -> master: {"worker": id, "rows": [[...], ...]}
+RECORDS = "tokenstorm_records"  # worker -> master: {"worker": id, "seq": n, "rows": [[...], ...]}
+RECORDS_WRITTEN = "tokenstorm_records_written"  # master -> worker: {"seq": n}, batch n is on disk
 WORKER_SUMMARY = "tokenstorm_worker_summary"  # worker -> master: {"worker": id, "client": {...}}
 SCHEDULE_DONE = "tokenstorm_schedule_done"  # worker -> master: its share of the arrivals is done
 FLUSH_EVERY_S = 0.25
 _LIVE_FIELDS = [RECORD_FIELDS.index(f) for f in ("upstream", "scenario", "status", "error_type", "ttft_ms", "tpot_ms",
                                                  "e2e_ms", "output_tokens")]
 FLUSH_ROWS = 200
+CONFIRM_WAIT_S = 2.0  # how long a closing worker waits for the master to confirm its last batches
 
 
 class RecordShipper:
-    """A worker's outbox of records, sent to the master in batches."""
+    """A worker's outbox of records, sent to the master in batches and kept until it confirms them."""
 
     def __init__(self, runner, worker_id: str, client_summary=None, in_flight=None):
         self.runner = runner
@@ -39,6 +47,8 @@ class RecordShipper:
         self.rows: list[list] = []
         self.conversations: list[list] = []
         self.count = 0
+        self._seq = 0
+        self.unconfirmed: dict[int, tuple[list, list]] = {}  # seq -> (rows, conversations) sent, not yet written
         self._greenlet = gevent.spawn(self._loop)
 
     def write(self, record: Record) -> None:
@@ -53,21 +63,78 @@ class RecordShipper:
     def flush(self) -> None:
         if self.rows or self.conversations:
             rows, self.rows = self.rows, []
-            data = {"worker": self.worker_id, "rows": rows, "in_flight": self._in_flight() if self._in_flight else 0}
-            if self.conversations:
-                data["conversations"], self.conversations = self.conversations, []
+            conversations, self.conversations = self.conversations, []
+            self._seq += 1
+            self.unconfirmed[self._seq] = (rows, conversations)
+            data = {"worker": self.worker_id, "seq": self._seq, "rows": rows,
+                    "in_flight": self._in_flight() if self._in_flight else 0}
+            if conversations:
+                data["conversations"] = conversations
             if self._client_summary is not None:
                 data["client"] = self._client_summary()
             self.runner.send_message(RECORDS, data)
+
+    def on_written(self, seq: int) -> None:
+        self.unconfirmed.pop(seq, None)
 
     def _loop(self) -> None:
         while True:
             gevent.sleep(FLUSH_EVERY_S)
             self.flush()
 
-    def close(self) -> None:
+    def close(self, spill_dir: Path) -> Path | None:
+        """Send the last batch and wait briefly for the master to confirm what it has not yet; what
+        stays unconfirmed (the master died or quit first) goes to a local file, whose path is
+        returned (None when every record is on the master's disk)."""
         self._greenlet.kill(block=False)
         self.flush()
+        if self.unconfirmed and not self._master_lost():
+            self._await_confirmations(CONFIRM_WAIT_S)
+        return self._spill(spill_dir) if self.unconfirmed else None
+
+    def _master_lost(self) -> bool:
+        last = getattr(self.runner, "last_heartbeat_timestamp", None)
+        return last is None or time.time() - last >= locust_runners.MASTER_HEARTBEAT_TIMEOUT
+
+    def _await_confirmations(self, wait_s: float) -> None:
+        deadline = time.monotonic() + wait_s
+        while self.unconfirmed and time.monotonic() < deadline:
+            if len(self.runner.greenlet):  # Locust's message loop still runs and reads them
+                gevent.sleep(0.02)
+                continue
+            # A worker told to quit has stopped its message loop: read the channel here.
+            msg = None
+            with gevent.Timeout(deadline - time.monotonic(), False):
+                try:
+                    msg = self.runner.client.recv()
+                except (RPCError, RPCReceiveError):  # a broken channel: nothing more will come
+                    return
+            if msg is None:
+                return
+            if msg.type == RECORDS_WRITTEN:
+                self.on_written(msg.data["seq"])
+
+    def _spill(self, spill_dir: Path) -> Path:
+        batches = [self.unconfirmed[seq] for seq in sorted(self.unconfirmed)]
+        for folder in (spill_dir, Path.cwd()):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                path = folder / f"requests-{self.worker_id}-unsent.csv"
+                writer = RecordWriter(path)
+                for rows, _ in batches:
+                    for row in rows:
+                        writer.write_row(row)
+                writer.close()
+                conversations = [row for _, conv in batches for row in conv]
+                if conversations:
+                    writer = RecordWriter(folder / f"conversations-{self.worker_id}-unsent.csv", CONVERSATION_FIELDS)
+                    for row in conversations:
+                        writer.write_row(row)
+                    writer.close()
+                return path
+            except OSError:
+                continue
+        raise OSError(f"cannot write requests-{self.worker_id}-unsent.csv in {spill_dir} or {Path.cwd()}")
 
 
 class MasterCollector:
@@ -132,6 +199,8 @@ class MasterCollector:
         for row in rows:
             writer.write_row(row)
         writer.flush()
+        if "seq" in msg.data:
+            self.runner.send_message(RECORDS_WRITTEN, {"seq": msg.data["seq"]}, client_id=msg.node_id)
         if self.live is not None:
             self.live.in_flight[worker] = msg.data.get("in_flight", 0)
             now = time.time()

@@ -31,7 +31,7 @@ from ..monitor import Monitor
 from ..records import CONVERSATION_FIELDS, RecordWriter
 from ..stream import Record
 from . import webui
-from .distributed import SCHEDULE_DONE, WORKER_SUMMARY, MasterCollector, RecordShipper
+from .distributed import RECORDS_WRITTEN, SCHEDULE_DONE, WORKER_SUMMARY, MasterCollector, RecordShipper
 from .live import LiveStats
 from .options import OptionError, Settings, add_arguments
 from .quota import TICKETS_GRANT, LocalQuota, RemoteQuota
@@ -276,7 +276,15 @@ class Run:
         """At the end of the process: last records out, metadata written (master/local)."""
         if self.role == "worker":
             if self.writer is not None:
-                self.writer.close()
+                try:
+                    kept = self.writer.close(self.settings.results_dir)
+                except OSError as exc:
+                    print(f"{LOG_PREFIX} the master is gone and {exc}: these records are lost", file=sys.stderr,
+                          flush=True)
+                else:
+                    if kept is not None:
+                        print(f"{LOG_PREFIX} the master is gone; the records it did not confirm are in {kept}",
+                              file=sys.stderr, flush=True)
             return
         if self.role == "master" and self.collector is not None:
             self.collector.close()
@@ -385,7 +393,7 @@ def prepare(environment) -> Run:
 
     The master (or a standalone process) checks everything and resolves the model and the
     prompt file; what it resolved travels to the workers with Locust's spawn message. Workers
-    write nothing locally and read the API key from their own environment.
+    write nothing locally (unless their master dies) and read the API key from their own environment.
     """
     global RUN
     options = environment.parsed_options
@@ -422,7 +430,12 @@ def install(events=locust_events, require_agent: bool = False, require_stages: b
                 if RUN is not None:
                     RUN.quota.on_grant(msg.data["n"])
 
+            def _written(environment, msg, **_kwargs):
+                if RUN is not None and isinstance(RUN.writer, RecordShipper):
+                    RUN.writer.on_written(msg.data["seq"])
+
             runner.register_message(TICKETS_GRANT, _granted)
+            runner.register_message(RECORDS_WRITTEN, _written)
             if environment.parsed_options is not None:  # read by Locust's worker at every check
                 locust_runners.MASTER_HEARTBEAT_TIMEOUT = environment.parsed_options.master_lost_after
             return  # a worker's other options arrive with the master's spawn message
