@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import plots, timeseries
 from .results import Results
-from .stats import METRICS, PERCENTILES, describe, percentile_key, summarize
+from .stats import METRICS, PERCENTILES, UNSENT_SUFFIX, describe, percentile_key, summarize
 
 GROUP_COLUMNS = ("scenario", "upstream", "model", "worker_id")
 STAT_COLUMNS = ("count", "min", "mean", "stddev", *(percentile_key(p) for p in PERCENTILES), "max")
@@ -48,6 +48,9 @@ def build_summary(results: Results) -> dict:
         client = {w: f.get("client") for w, f in results.metadata["workers"].items()}
         summary["lost_workers"] = results.metadata.get("lost", {})
     summary["client"] = client
+    kept = sorted(p.name for p in results.folder.glob(f"requests-*{UNSENT_SUFFIX}"))
+    if kept:
+        summary["master_died"] = kept
     return summary
 
 
@@ -167,6 +170,10 @@ def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str]
     if lost:
         out.append(("Lost workers", "Workers that stopped answering during the run.", ["worker", "finished requests"],
                     [[w, str(f["requests_finished"])] for w, f in lost.items()]))
+    if summary.get("master_died"):
+        out.append(("Master lost", "The master died during the run. These workers kept the records it never "
+                    "confirmed (each record is counted once); its own metadata and Locust's CSVs may be missing.",
+                    ["file"], [[name] for name in summary["master_died"]]))
     warnings = []
     clients = summary.get("client") or {}
     if isinstance(clients, dict) and "warnings" in clients:

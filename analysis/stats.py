@@ -191,6 +191,9 @@ def format_report(summary: dict, title: str = "tokenstorm report") -> str:
              f"({summary['failure_ratio']:.2%} of requests)   window {summary['window_s']:.1f} s"]
     if summary.get("cancelled"):
         lines.append(f"cancelled {summary['cancelled']} (still streaming when the run ended; not counted above)")
+    if summary.get("master_died"):
+        kept = ", ".join(summary["master_died"])
+        lines.append(f"WARNING: the master died during the run; records its workers kept: {kept}")
     if summary["failures_by_class"]:
         lines.append("failures: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["failures_by_class"].items())))
     if summary.get("failures_by_status"):

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -172,6 +173,11 @@ def test_workers_of_a_dead_master_stop_their_load_and_exit(start_mock, tmp_path)
     df = load_records(tmp_path)
     assert df["request_id"].is_unique and (df["error_type"] == "cancelled").sum() >= 1
     assert_every_request_is_a_record(df, mock)
+    report = subprocess.run([sys.executable, "-m", "analysis", "report", str(tmp_path)], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "WARNING: the master died during the run; records its workers kept: requests-w0-unsent.csv" in report.stdout
+    assert "## Master lost" in (tmp_path / "report.md").read_text()
 
 
 def test_a_master_stopped_with_sigterm_keeps_every_request(start_mock, tmp_path):
