@@ -20,7 +20,7 @@ COPY locustfiles ./locustfiles
 COPY configs ./configs
 # The tokenizer file is baked in: containers never try to download it.
 COPY data ./data
-RUN python -c "from tokenstorm.tokenizer import count_tokens; assert count_tokens('hello world') == 2"
+RUN python -c "from tokenstorm.core.tokenizer import count_tokens; assert count_tokens('hello world') == 2"
 
 RUN mkdir -p /results
 EXPOSE 8082 8089 5557

@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                 Path(args.json).write_text(json.dumps(result, indent=1))
             return 1 if result["regressions"] else 0
         elif args.command == "sweep":
+            from .curve import knee, plot_sweep, sweep_points
             from .results import run_folders
-            from .sweep import knee, plot_sweep, sweep_points
 
             folders = run_folders(args.folders)
             points = sweep_points(folders, args.warmup)

@@ -15,9 +15,9 @@ import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-from tokenstorm import tokenizer
-from tokenstorm.formats import OpenAIChat, OpenAICompletions
-from tokenstorm.sse import SSEDecoder
+from tokenstorm.core import tokenizer
+from tokenstorm.core.formats import OpenAIChat, OpenAICompletions
+from tokenstorm.core.sse import SSEDecoder
 
 
 class EntryError(ValueError):
@@ -38,7 +38,7 @@ class EntryTokens:
 
 
 class _Collect:
-    """An Account (tokenstorm.formats) that only keeps the output text and usage."""
+    """An Account (tokenstorm.core.formats) that only keeps the output text and usage."""
 
     def __init__(self):
         self.texts: list[str] = []

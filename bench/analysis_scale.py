@@ -24,7 +24,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tokenstorm.stream import RECORD_FIELDS  # noqa: E402
+from tokenstorm.core.records import RECORD_FIELDS  # noqa: E402
 
 
 def synthetic(n: int, seed: int = 0) -> pd.DataFrame:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sseclient
 
-from tokenstorm.sse import SSEDecoder
+from tokenstorm.core.sse import SSEDecoder
 
 N = 20_000
 

@@ -5,7 +5,7 @@ the next at once, so users = concurrent streams. See `locust --help` (group "tok
 for the options; the README for the metric definitions.
 """
 
-from tokenstorm.loadgen.run import install
+from tokenstorm.loadgen.session import install
 from tokenstorm.loadgen.users import ChatStreamUser
 
 install()

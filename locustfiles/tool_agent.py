@@ -6,7 +6,7 @@ conversation a row of conversations-<worker>.csv.
 """
 
 from tokenstorm.loadgen.agent import ToolAgentUser
-from tokenstorm.loadgen.run import install
+from tokenstorm.loadgen.session import install
 
 install(require_agent=True)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 from pydantic import ValidationError
 
-from tokenstorm.clock import sleep_until, wait_until_or_readable
+from tokenstorm.core.clock import sleep_until, wait_until_or_readable
 
 from . import metrics, wire
 from .config import MockConfig

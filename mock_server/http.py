@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from gevent.server import StreamServer
 
-from tokenstorm.clocks import realtime_to_monotonic
+from tokenstorm.core.clock import realtime_to_monotonic
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _CMSG_SPACE = socket.CMSG_SPACE(16)

@@ -76,12 +76,7 @@ class LagCounter:
         global _lag_max
         if not self.n:
             return
-        # prometheus_client has no batch observe; these are its per-bucket (non-cumulative)
-        # values, the same objects observe() increments.
-        for bucket, count in zip(TOKEN_LAG._buckets, self.counts, strict=True):
-            if count:
-                bucket.inc(count)
-        TOKEN_LAG._sum.inc(self.total)
+        _observe_many(TOKEN_LAG, self.counts, self.total)
         CHUNKS.inc(self.n)
         if self.largest > _lag_max:
             _lag_max = self.largest
@@ -89,6 +84,18 @@ class LagCounter:
         self.counts = [0] * len(LAG_BUCKETS)
         self.total = 0.0
         self.n = 0
+
+
+def _observe_many(histogram: Histogram, counts: list[int], total: float) -> None:
+    """Add `counts` observations per bucket (non-cumulative, in the histogram's bucket order) summing
+    to `total`, as that many observe() calls would. prometheus_client has no batch observe, so this
+    increments the histogram's own private per-bucket values (_buckets, _sum), the objects
+    observe() increments (multiprocess mode included). Checked on prometheus-client 0.20-0.26
+    (pyproject pins < 1)."""
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+    histogram._sum.inc(total)
 
 
 def render() -> tuple[bytes, str]:

@@ -7,7 +7,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from tokenstorm import tokenizer
+from tokenstorm.core import tokenizer
 
 from .config import MockConfig
 from .schema import ChatRequest, CompletionRequest, NamedToolChoice

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tokenstorm.tokenizer import count_chat_prompt, count_tokens_cached
+from tokenstorm.core.tokenizer import count_chat_prompt, count_tokens_cached
 
 
 class _Body(BaseModel):

@@ -19,7 +19,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tokenstorm import tokenizer
+from tokenstorm.core import tokenizer
 
 _EN_WORDS = """the model serves tokens with low latency under heavy load while queue grows and every
 request waits for its turn before first token arrives at client which measures time throughput

@@ -13,7 +13,7 @@ from test_distributed import free_port, start_master, start_worker, stop_all
 from test_workloads import run
 
 from analysis.stats import load_records
-from tokenstorm.arrivals import schedule, share
+from tokenstorm.client.arrivals import schedule, share
 from tokenstorm.mockproc import ROOT
 
 

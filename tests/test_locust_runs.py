@@ -17,8 +17,8 @@ import pytest
 import sse_probe
 
 from analysis.stats import load_records
+from tokenstorm.core.tokenizer import count_tokens
 from tokenstorm.mockproc import ROOT
-from tokenstorm.tokenizer import count_tokens
 
 LOCUSTFILE = str(ROOT / "locustfiles" / "chat_stream.py")
 LOCUST = str(Path(sys.executable).parent / "locust")

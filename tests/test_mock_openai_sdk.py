@@ -8,7 +8,7 @@ import jsonschema
 import openai
 import pytest
 
-from tokenstorm.tokenizer import count_tokens
+from tokenstorm.core.tokenizer import count_tokens
 
 WEATHER = {
     "type": "function",

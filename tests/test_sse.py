@@ -7,7 +7,7 @@ import random
 import pytest
 import sseclient
 
-from tokenstorm.sse import SSEDecoder
+from tokenstorm.core.sse import SSEDecoder
 
 STREAMS = {
     "openai": b'data: {"a": 1}\n\ndata: {"b": 2}\n\ndata: [DONE]\n\n',

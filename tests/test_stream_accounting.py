@@ -10,10 +10,11 @@ import gevent
 import pytest
 from gevent.server import StreamServer
 
-from tokenstorm.formats import OpenAIChat, OpenAICompletions
-from tokenstorm.httpclient import Connection, Target
-from tokenstorm.stream import Record, Timeouts, stream_request
-from tokenstorm.tokenizer import count_tokens
+from tokenstorm.client.httpclient import Connection, Target
+from tokenstorm.client.stream import Timeouts, stream_request
+from tokenstorm.core.formats import OpenAIChat, OpenAICompletions
+from tokenstorm.core.records import Record
+from tokenstorm.core.tokenizer import count_tokens
 
 HEADERS = [("Authorization", "Bearer mock-key"), ("Content-Type", "application/json")]
 

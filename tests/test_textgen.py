@@ -8,7 +8,7 @@ import random
 import pytest
 
 from mock_server.textgen import TextSource
-from tokenstorm.tokenizer import count_tokens
+from tokenstorm.core.tokenizer import count_tokens
 
 
 @pytest.mark.parametrize("language", ["en", "zh"])

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from tokenstorm import tokenizer
+from tokenstorm.core import tokenizer
 from tokenstorm.mockproc import ROOT
 
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
@@ -35,7 +35,7 @@ def offline_python(code: str, data_dir: str, tmp_path) -> subprocess.CompletedPr
 
 
 def test_works_with_an_empty_tiktoken_cache_and_no_network(tmp_path):
-    result = offline_python("from tokenstorm import tokenizer; print(tokenizer.count_tokens('hello world'))",
+    result = offline_python("from tokenstorm.core import tokenizer; print(tokenizer.count_tokens('hello world'))",
                             str(ROOT / "data"), tmp_path)
     assert result.stdout.strip() == "2", result.stderr
 
@@ -45,14 +45,14 @@ def test_corrupt_file_is_refused(tmp_path):
     bad.mkdir()
     content = (ROOT / "data" / "cl100k_base.tiktoken").read_bytes()
     (bad / "cl100k_base.tiktoken").write_bytes(content[:-10] + b"AAAAAAAAA\n")
-    code = ("from tokenstorm import tokenizer\ntry:\n    tokenizer.get_encoding()\n"
+    code = ("from tokenstorm.core import tokenizer\ntry:\n    tokenizer.get_encoding()\n"
             "except tokenizer.TokenizerError as e:\n    print(e)")
     result = offline_python(code, str(bad), tmp_path)
     assert "is corrupt: its sha256 is not" in result.stdout, result.stderr
 
 
 def test_unavailable_and_unknown_encodings_have_clear_errors(tmp_path):
-    code = ("from tokenstorm import tokenizer\nfor n in ('o200k_base', 'nope'):\n    try:\n"
+    code = ("from tokenstorm.core import tokenizer\nfor n in ('o200k_base', 'nope'):\n    try:\n"
             "        tokenizer.get_encoding(n)\n    except tokenizer.TokenizerError as e:\n        print(e)")
     result = offline_python(code, str(ROOT / "data"), tmp_path)
     lines = result.stdout.strip().splitlines()

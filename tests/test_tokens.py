@@ -9,8 +9,8 @@ import sys
 import time
 import urllib.request
 
+from tokenstorm.core.tokenizer import count_chat_prompt, count_tokens
 from tokenstorm.mockproc import ROOT
-from tokenstorm.tokenizer import count_chat_prompt, count_tokens
 
 LOG = ROOT / "tests" / "data" / "gateway.log.jsonl"
 

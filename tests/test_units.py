@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from mock_server.server import share_of
-from tokenstorm.monitor import Monitor, Sample
+from tokenstorm.client.monitor import Monitor, Sample
 
 
 def test_max_num_seqs_is_split_over_workers():

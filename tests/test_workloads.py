@@ -15,9 +15,9 @@ import sse_probe
 from test_locust_runs import LOCUST, chat_requests_seen
 
 from analysis.stats import load_records
-from tokenstorm.datasets import Synthetic
+from tokenstorm.client.datasets import Synthetic
+from tokenstorm.core.tokenizer import count_tokens
 from tokenstorm.mockproc import ROOT
-from tokenstorm.tokenizer import count_tokens
 
 SCENARIOS = ROOT / "configs" / "scenarios"
 KEYS = {"OPENAI_API_KEY": "mock-key", "ANTHROPIC_API_KEY": "mock-key"}
@@ -167,9 +167,10 @@ def test_synthetic_prompts_have_the_requested_length():
 
 
 def test_anthropic_format_failures_are_classified(start_mock):
-    from tokenstorm.formats import AnthropicMessages
-    from tokenstorm.httpclient import Connection, Target
-    from tokenstorm.stream import Record, Timeouts, stream_request
+    from tokenstorm.client.httpclient import Connection, Target
+    from tokenstorm.client.stream import Timeouts, stream_request
+    from tokenstorm.core.formats import AnthropicMessages
+    from tokenstorm.core.records import Record
 
     mock = start_mock("--ttft-ms", "5", "--itl-ms", "1", "--config", "tests/data/mock-fast-stall.yaml")
     body = json.dumps({"model": "mock-llm", "max_tokens": 20, "stream": True,

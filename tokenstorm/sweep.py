@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.curve import knee, plot_sweep, sweep_points
 from analysis.results import load_results
 from analysis.stats import RecordsError, summarize
-from analysis.sweep import knee, plot_sweep, sweep_points
 
 from .mockproc import ROOT, MockProcess
 

@@ -2,7 +2,7 @@
 
 from locust import events
 
-from tokenstorm.loadgen.run import install
+from tokenstorm.loadgen.session import install
 from tokenstorm.loadgen.users import ChatStreamUser
 
 install()

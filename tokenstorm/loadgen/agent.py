@@ -16,8 +16,8 @@ import time
 from locust import task
 from locust.exception import StopUser
 
-from ..scenario import prompt_tokens
-from ..stream import StreamAccount
+from ..client.scenario import prompt_tokens
+from ..client.stream import StreamAccount
 from .users import StreamingUser
 
 
@@ -26,13 +26,13 @@ class ToolAgentUser(StreamingUser):
 
     @task
     def converse(self) -> None:
-        run = self.run
-        if run.scenario is None or run.scenario.spec.agent is None:
+        session = self.session
+        if session.scenario is None or session.scenario.spec.agent is None:
             raise StopUser()  # checked at start-up; see tool_agent.py
-        agent = run.scenario.spec.agent
-        if not run.quota.claim():
+        agent = session.scenario.spec.agent
+        if not session.quota.claim():
             raise StopUser()
-        request = run.next_request()
+        request = session.next_request()
         body = json.loads(request.body)
         messages = list(body.get("messages") or [])
         started, t0 = time.time(), time.monotonic()
@@ -51,7 +51,7 @@ class ToolAgentUser(StreamingUser):
                 break
             if turns >= agent.max_turns:
                 break
-            if not run.quota.claim():
+            if not session.quota.claim():
                 ended_by = "quota"
                 break
             calls_made += len(calls)
@@ -62,9 +62,10 @@ class ToolAgentUser(StreamingUser):
             body["messages"] = messages
             request = dataclasses.replace(request, body=json.dumps(body).encode(), prompt_tokens=prompt_tokens(body))
         total_ms = round((time.monotonic() - t0) * 1000, 3)
-        run.write_conversation({"conversation_id": f"{run.worker_id}-c{self.user_id}-{int(started * 1000)}",
-                                "worker_id": run.worker_id, "user_id": self.user_id, "scenario": run.scenario_name,
-                                "t_start": round(started, 6), "turns": turns, "tool_calls": calls_made,
-                                "ended_by": ended_by, "total_ms": total_ms, "status": status})
-        run.environment.events.request.fire(request_type="CONV", name=request.label, response_time=total_ms,
+        session.write_conversation({
+            "conversation_id": f"{session.worker_id}-c{self.user_id}-{int(started * 1000)}",
+            "worker_id": session.worker_id, "user_id": self.user_id, "scenario": session.scenario_name,
+            "t_start": round(started, 6), "turns": turns, "tool_calls": calls_made, "ended_by": ended_by,
+            "total_ms": total_ms, "status": status})
+        session.environment.events.request.fire(request_type="CONV", name=request.label, response_time=total_ms,
                                             response_length=turns, exception=None, context={})

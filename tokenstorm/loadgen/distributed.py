@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 import gevent
-from locust import runners as locust_runners
-from locust.exception import RPCError, RPCReceiveError
 
-from ..records import CONVERSATION_FIELDS, RecordWriter
-from ..stream import RECORD_FIELDS, Record
+from ..client.writer import RecordWriter
+from ..core.records import CONVERSATION_FIELDS, RECORD_FIELDS, Record
+from .locust_internals import master_lost, message_loop_running, receive_message
 from .quota import TICKETS_GRANT, TICKETS_REQUEST, TicketLedger
 
 RECORDS = "tokenstorm_records"  # worker -> master: {"worker": id, "seq": n, "rows": [[...], ...]}
@@ -88,27 +87,18 @@ class RecordShipper:
         returned (None when every record is on the master's disk)."""
         self._greenlet.kill(block=False)
         self.flush()
-        if self.unconfirmed and not self._master_lost():
+        if self.unconfirmed and not master_lost(self.runner):
             self._await_confirmations(CONFIRM_WAIT_S)
         return self._spill(spill_dir) if self.unconfirmed else None
-
-    def _master_lost(self) -> bool:
-        last = getattr(self.runner, "last_heartbeat_timestamp", None)
-        return last is None or time.time() - last >= locust_runners.MASTER_HEARTBEAT_TIMEOUT
 
     def _await_confirmations(self, wait_s: float) -> None:
         deadline = time.monotonic() + wait_s
         while self.unconfirmed and time.monotonic() < deadline:
-            if len(self.runner.greenlet):  # Locust's message loop still runs and reads them
+            if message_loop_running(self.runner):  # Locust's message loop reads them
                 gevent.sleep(0.02)
                 continue
             # A worker told to quit has stopped its message loop: read the channel here.
-            msg = None
-            with gevent.Timeout(deadline - time.monotonic(), False):
-                try:
-                    msg = self.runner.client.recv()
-                except (RPCError, RPCReceiveError):  # a broken channel: nothing more will come
-                    return
+            msg = receive_message(self.runner, deadline - time.monotonic())
             if msg is None:
                 return
             if msg.type == RECORDS_WRITTEN:

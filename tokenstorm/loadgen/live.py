@@ -18,7 +18,7 @@ HISTORY_EVERY_S = 2.0
 
 
 @dataclass
-class _Group:
+class _GroupFigures:
     requests: int = 0
     failures: Counter = field(default_factory=Counter)
     ttft: list = field(default_factory=list)
@@ -32,7 +32,7 @@ class _Group:
 class LiveStats:
     def __init__(self, slos: dict[str, float] | None = None):
         self.slos = dict(slos or {})
-        self.groups: dict[tuple[str, str], _Group] = {}
+        self.groups: dict[tuple[str, str], _GroupFigures] = {}
         self.history: list[dict] = []
         self.in_flight: dict[str, int] = {}  # per process
         self.started = time.time()
@@ -41,7 +41,7 @@ class LiveStats:
 
     def add(self, upstream: str, scenario: str, status: str, error_type: str, ttft_ms, tpot_ms, e2e_ms,
             output_tokens, t_end: float) -> None:
-        group = self.groups.setdefault((upstream, scenario), _Group())
+        group = self.groups.setdefault((upstream, scenario), _GroupFigures())
         group.requests += 1
         if status != "ok":
             group.failures[error_type or "error"] += 1
@@ -61,7 +61,7 @@ class LiveStats:
         self._trim(group, t_end)
 
     @staticmethod
-    def _trim(group: _Group, now: float) -> None:
+    def _trim(group: _GroupFigures, now: float) -> None:
         while group.recent and group.recent[0][0] < now - WINDOW_S:
             group.recent.popleft()
 

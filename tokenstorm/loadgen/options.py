@@ -12,11 +12,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..arrivals import KINDS
-from ..httpclient import Target
-from ..records import check_writable
-from ..scenario import Scenario, ScenarioError, load_scenario
-from ..stream import Timeouts
+from ..client.arrivals import KINDS
+from ..client.httpclient import Target
+from ..client.scenario import Scenario, ScenarioError, load_scenario
+from ..client.stream import Timeouts
+from ..client.writer import check_writable
 
 DEFAULT_PROMPT = ("You are helping with a load test. Write a short, friendly paragraph about why measuring "
                   "time to first token matters for chat applications.")

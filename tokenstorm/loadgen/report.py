@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 from analysis.stats import RecordsError, format_report, load_records, summarize
 
@@ -14,27 +15,28 @@ def _clean(value):
     return value
 
 
-def final_report(run) -> None:
-    folder = run.settings.results_dir
+def final_report(folder: Path, slos: dict[str, float], config: dict, clients: dict[str, dict],
+                 distributed: dict | None = None) -> None:
+    """Print the exact report of the records in `folder` and write results.json.
+
+    `config` is the run's public settings, `clients` each process's self-check and `distributed`
+    the master's metadata (workers seen, lost workers), None in a standalone run."""
     try:
         records = load_records(folder)
     except RecordsError as exc:
         print(f"tokenstorm: no report: {exc}", flush=True)
         return
-    summary = summarize(records, run.settings.slos)
+    summary = summarize(records, slos)
     groups = {}
     for column in ("upstream", "scenario"):
         if records[column].nunique() > 1:
-            groups[column] = {str(name): summarize(part, run.settings.slos)
+            groups[column] = {str(name): summarize(part, slos)
                               for name, part in records.groupby(column, observed=True)}
-    if run.collector is not None:  # distributed: every worker's self-check, and the lost ones
-        meta = run.collector.metadata()
-        clients = {w: facts.get("client") or {} for w, facts in meta["workers"].items()}
+    if distributed is not None:  # every worker's self-check, and the lost ones
+        clients = {w: facts.get("client") or {} for w, facts in distributed["workers"].items()}
         summary["workers"] = {w: {"records": facts["records"], "lost": facts["lost"]}
-                              for w, facts in meta["workers"].items()}
-        summary["lost_workers"] = meta["lost"]
-    else:
-        clients = {run.worker_id: run.monitor.summary()}
+                              for w, facts in distributed["workers"].items()}
+        summary["lost_workers"] = distributed["lost"]
     summary["client"] = clients
     print("\n" + format_report(summary, f"tokenstorm report: {folder}"), flush=True)
     for column, parts in groups.items():
@@ -54,6 +56,6 @@ def final_report(run) -> None:
         for warning in client.get("warnings", []):
             print(f"WARNING: {worker}: {warning}", flush=True)
     print(f"records: {folder}/requests-*.csv   one-file export: {folder}/results.json", flush=True)
-    export = {"config": run.settings.public(), "summary": summary,
+    export = {"config": config, "summary": summary,
               "requests": [{k: _clean(v) for k, v in row.items()} for row in records.to_dict("records")]}
     (folder / "results.json").write_text(json.dumps(export, indent=1, default=str))

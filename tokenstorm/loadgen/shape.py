@@ -16,18 +16,19 @@ import time
 
 from locust import LoadTestShape
 
-from . import run as run_state
+from .session import session_of
 
 
 class ScenarioStages(LoadTestShape):
     def tick(self):
-        run = run_state.RUN
-        if run is None or run.scenario is None:
+        session = session_of(self.runner.environment)
+        if session is None or session.scenario is None:
             return None
-        stages = run.scenario.spec.stages
-        open_loop = bool(run.settings.arrival_stages)
+        stages = session.scenario.spec.stages
+        open_loop = bool(session.settings.arrival_stages)
         if open_loop:  # stages follow the arrival schedule, which starts a moment after the test
-            start = run.environment.parsed_options.arrival_start or (run.open_loop.start if run.open_loop else 0)
+            loop = session.open_loop
+            start = session.environment.parsed_options.arrival_start or (loop.start if loop else 0)
             elapsed = max(0.0, time.time() - start) if start else 0.0
         else:
             elapsed = self.get_run_time()

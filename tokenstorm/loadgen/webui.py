@@ -19,7 +19,7 @@ from pathlib import Path
 
 from flask import Response, request
 
-from ..stream import RECORD_FIELDS
+from ..core.records import RECORD_FIELDS
 
 COLUMNS = [("name", "Upstream / scenario"), ("requests", "Requests"), ("failures", "Failures"),
            ("failclasses", "Failures by class"), ("tokps", "Output tokens/s"), ("inflight", "Streams in flight"),
@@ -28,7 +28,7 @@ COLUMNS = [("name", "Upstream / scenario"), ("requests", "Requests"), ("failures
            ("e2ep50", "E2E P50 (ms)"), ("e2ep90", "E2E P90"), ("e2ep99", "E2E P99"), ("goodput", "Goodput (req/s)")]
 
 
-def install(environment, current_run) -> None:
+def install(environment, current_session) -> None:
     """Add the tab, the chart page and the downloads to `environment.web_ui` (master or standalone)."""
     web_ui = environment.web_ui
     if web_ui is None:
@@ -47,18 +47,18 @@ def install(environment, current_run) -> None:
 
     def flushed_results_dir() -> Path | None:
         """The current run's results folder with every record written so far on disk, or None before a run."""
-        run = current_run()
-        if run is None:
+        session = current_session()
+        if session is None:
             return None
-        run.flush_records()
-        return Path(run.settings.results_dir)
+        session.flush_records()
+        return Path(session.settings.results_dir)
 
     @app.after_request
     def _extend_stats(response: Response) -> Response:
         if not request.path.endswith("/stats/requests") or response.status_code != 200:
             return response
-        run = current_run()
-        rows = run.live.rows() if run is not None else []
+        session = current_session()
+        rows = session.live.rows() if session is not None else []
         data = response.get_json(silent=True) or {}
         response.set_data(json.dumps({**data, "extended_stats": [{"key": "llm", "data": rows}]}))
         return response
@@ -71,11 +71,11 @@ def install(environment, current_run) -> None:
     @app.route(f"{base}/llm/data")
     @protect
     def llm_data():
-        run = current_run()
-        if run is None:
+        session = current_session()
+        if session is None:
             return {"rows": [], "history": []}
-        run.live.sample()
-        return {"rows": run.live.rows(), "history": run.live.history}
+        session.live.sample()
+        return {"rows": session.live.rows(), "history": session.live.history}
 
     @app.route(f"{base}/llm/records.csv")
     @protect

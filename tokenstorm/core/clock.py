@@ -1,4 +1,4 @@
-"""Wake greenlets at absolute deadlines with sub-millisecond precision.
+"""Time for exact streaming: absolute-deadline sleeps and kernel timestamps on one clock.
 
 gevent's timers ride on libev, which blocks in epoll_wait with a timeout rounded up to whole
 milliseconds: measured here, gevent.sleep() woke 0.7 ms late at the median and 1.3 ms at p99.
@@ -9,6 +9,12 @@ hub wakes when the timerfd becomes readable and switches to every greenlet that 
 One timer for all streams is also cheaper than one libev timer per sleep.
 
 Where timerfd is unavailable (not Linux) it falls back to gevent.sleep.
+
+Kernel receive timestamps (SO_TIMESTAMPNS) are CLOCK_REALTIME; realtime_to_monotonic() puts them
+on time.monotonic()'s clock. Converting each stamp with `time.monotonic() - (time.time() - stamp)`
+is wrong by whatever time passes between the two clock reads (a preemption there moved a stamp
+77 us into the past in a test), so the offset between the clocks is measured from the tightest
+of a few read pairs and reused for a second.
 """
 
 from __future__ import annotations
@@ -166,3 +172,28 @@ def sleep_until(deadline: float) -> None:
         return
     while (delay := deadline - time.monotonic()) > 0:  # libev's clock is cached: re-check
         gevent.sleep(delay)
+
+
+# -- kernel timestamps on the monotonic clock ----------------------------------------------
+_REFRESH_S = 1.0
+_offset = 0.0  # realtime - monotonic
+_measured_at = -1e9
+
+
+def _measure() -> float:
+    best_gap, best = float("inf"), 0.0
+    for _ in range(5):
+        m1 = time.monotonic()
+        r = time.time()
+        m2 = time.monotonic()
+        if m2 - m1 < best_gap:
+            best_gap, best = m2 - m1, r - (m1 + m2) / 2
+    return best
+
+
+def realtime_to_monotonic(stamp: float, now: float) -> float:
+    """`stamp` (unix seconds) on the monotonic clock; `now` is a fresh time.monotonic()."""
+    global _offset, _measured_at
+    if now - _measured_at > _REFRESH_S:
+        _offset, _measured_at = _measure(), now
+    return stamp - _offset

@@ -24,10 +24,10 @@ import tiktoken.load
 import tiktoken.registry
 
 DEFAULT_ENCODING = "cl100k_base"
-DATA_DIR = Path(os.environ.get("TOKENSTORM_DATA_DIR") or Path(__file__).resolve().parent.parent / "data")
+DATA_DIR = Path(os.environ.get("TOKENSTORM_DATA_DIR") or Path(__file__).resolve().parents[2] / "data")
 
 # Texts longer than this are tokenized in gevent's thread pool when called from a greenlet,
-# so a long prompt does not freeze every other stream of the process (FIELD_NOTES.md s5).
+# so a long prompt does not freeze every other stream of the process (docs/FIELD_NOTES.md s5).
 OFFLOAD_CHARS = 16_384
 
 _lock = threading.Lock()
@@ -70,10 +70,26 @@ def _load_bpe(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
     return tiktoken.load.load_tiktoken_bpe(url, expected_hash)
 
 
-def _constructors() -> dict:
+def _encoding_params(name: str) -> dict:
+    """tiktoken's own constructor for `name` (regex, special tokens, expected sha256), with its BPE
+    file read by _load_bpe. The one place that relies on tiktoken internals: its registry of
+    constructors (registry._find_constructors, ENCODING_CONSTRUCTORS), the constructor module's
+    load_tiktoken_bpe name, swapped for the call, and its cache's file naming (_tiktoken_cache_path).
+    Checked on tiktoken 0.8-0.14 (pyproject pins tiktoken < 0.15)."""
     if tiktoken.registry.ENCODING_CONSTRUCTORS is None:
         tiktoken.registry._find_constructors()
-    return tiktoken.registry.ENCODING_CONSTRUCTORS or {}
+    constructors = tiktoken.registry.ENCODING_CONSTRUCTORS or {}
+    constructor = constructors.get(name)
+    if constructor is None:
+        raise TokenizerError(f"unknown tokenizer encoding {name!r} (tiktoken knows: {', '.join(sorted(constructors))})")
+    module = importlib.import_module(constructor.__module__)
+    with _lock:
+        original = getattr(module, "load_tiktoken_bpe", None)
+        module.load_tiktoken_bpe = _load_bpe
+        try:
+            return constructor()
+        finally:
+            module.load_tiktoken_bpe = original
 
 
 def get_encoding(name: str = DEFAULT_ENCODING) -> tiktoken.Encoding:
@@ -83,20 +99,8 @@ def get_encoding(name: str = DEFAULT_ENCODING) -> tiktoken.Encoding:
 
 @functools.cache
 def _load_encoding(name: str) -> tiktoken.Encoding:
-    constructor = _constructors().get(name)
-    if constructor is None:
-        known = ", ".join(sorted(_constructors()))
-        raise TokenizerError(f"unknown tokenizer encoding {name!r} (tiktoken knows: {known})")
-    module = importlib.import_module(constructor.__module__)
     try:
-        with _lock:
-            original = getattr(module, "load_tiktoken_bpe", None)
-            module.load_tiktoken_bpe = _load_bpe
-            try:
-                params = constructor()
-            finally:
-                module.load_tiktoken_bpe = original
-        return tiktoken.Encoding(**params)
+        return tiktoken.Encoding(**_encoding_params(name))
     except TokenizerError:
         raise
     except Exception as exc:  # network, hash mismatch, missing blobfile...

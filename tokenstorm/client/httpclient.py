@@ -1,6 +1,6 @@
 """A keep-alive HTTP/1.1 client for streamed responses that timestamps every read.
 
-Why not Locust's FastHttp/requests clients (FIELD_NOTES.md s1): their stream readers either
+Why not Locust's FastHttp/requests clients (docs/FIELD_NOTES.md s1): their stream readers either
 buffer (iter_content waits for 1024 bytes: TTFT +700 ms) or cost several microseconds per
 line, and none can say when bytes reached the machine. This client hands every read to the
 caller with its arrival time: the kernel's receive timestamp (SO_TIMESTAMPNS) on plain TCP,
@@ -26,7 +26,7 @@ from gevent import socket as gsocket
 from gevent import ssl as gssl
 from gevent.hub import get_hub
 
-from .clocks import realtime_to_monotonic
+from ..core.clock import realtime_to_monotonic
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _CMSG_SPACE = socket.CMSG_SPACE(16)

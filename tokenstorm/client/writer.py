@@ -12,7 +12,7 @@ import io
 import os
 from pathlib import Path
 
-from .stream import RECORD_FIELDS, Record
+from ..core.records import RECORD_FIELDS, Record
 
 
 def check_writable(directory: Path) -> None:
@@ -21,10 +21,6 @@ def check_writable(directory: Path) -> None:
     probe = directory / f".write-test-{os.getpid()}"
     probe.write_text("ok")
     probe.unlink()
-
-
-CONVERSATION_FIELDS = ["conversation_id", "worker_id", "user_id", "scenario", "t_start", "turns", "tool_calls",
-                       "ended_by", "total_ms", "status"]
 
 
 class RecordWriter:

@@ -14,7 +14,7 @@ import json
 import random
 from pathlib import Path
 
-from . import tokenizer
+from ..core import tokenizer
 
 
 class DataError(ValueError):

@@ -1,4 +1,4 @@
-"""One process's share of a run: settings, request, records, quota, self-check, Locust events.
+"""A Session: one process's part of a run (settings, request, records, quota, self-check, Locust events).
 
 A process is `local` (standalone Locust), `master` or `worker`. Standalone, records go to
 DIR/requests-local.csv. Distributed, workers ship their records to the master, which writes
@@ -13,26 +13,26 @@ import itertools
 import json
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import gevent
 from locust import events as locust_events
-from locust import runners as locust_runners
 from locust.runners import MasterRunner, WorkerRunner
 
-from .. import tokenizer
-from ..arrivals import schedule, share
-from ..clock import sleep_until
-from ..clocks import realtime_to_monotonic
-from ..formats import FORMATS
-from ..httpclient import Connection, ConnectionLost, HTTPError, Target
-from ..monitor import Monitor
-from ..records import CONVERSATION_FIELDS, RecordWriter
-from ..stream import Record
+from ..client.arrivals import schedule, share
+from ..client.httpclient import Connection, ConnectionLost, HTTPError, Target
+from ..client.monitor import Monitor
+from ..client.writer import RecordWriter
+from ..core import tokenizer
+from ..core.clock import realtime_to_monotonic, sleep_until
+from ..core.formats import FORMATS
+from ..core.records import CONVERSATION_FIELDS, Record
 from . import webui
 from .distributed import RECORDS_WRITTEN, SCHEDULE_DONE, WORKER_SUMMARY, MasterCollector, RecordShipper
 from .live import LiveStats
+from .locust_internals import set_master_heartbeat_timeout
 from .options import OptionError, Settings, add_arguments
 from .quota import TICKETS_GRANT, LocalQuota, RemoteQuota
 
@@ -51,7 +51,7 @@ class Request:
 
 
 class OpenLoop:
-    """This process's share of the global arrival schedule (see tokenstorm.arrivals)."""
+    """This process's share of the global arrival schedule (see tokenstorm.client.arrivals)."""
 
     def __init__(self, settings: Settings, start_unix: float, index: int, count: int):
         offsets = schedule(settings.arrival, settings.arrival_stages, settings.burstiness, settings.arrival_seed)
@@ -87,7 +87,9 @@ def role_of(runner) -> str:
     return "local"
 
 
-class Run:
+class Session:
+    """This process's part of the run: what it sends, where its records go, its quota and self-check."""
+
     def __init__(self, environment, settings: Settings):
         self.environment = environment
         self.settings = settings
@@ -294,6 +296,14 @@ class Run:
             self.conversations.close()
         self.write_metadata()
 
+    def report(self) -> None:
+        """The end-of-run report of the whole run (master or standalone), from the records on disk."""
+        from .report import final_report
+
+        settings = self.settings
+        final_report(settings.results_dir, settings.slos, settings.public(), {self.worker_id: self.monitor.summary()},
+                     self.collector.metadata() if self.collector is not None else None)
+
     def write_metadata(self) -> None:
         folder = self.settings.results_dir
         options = self.environment.parsed_options
@@ -374,13 +384,14 @@ def resolve(settings: Settings) -> Settings:
 
 
 # -- Locust wiring ----------------------------------------------------------------------
-RUN: Run | None = None
+# Locust builds the User and LoadTestShape objects, so they find their session through their
+# environment (one per process; tests may build several). Weak keys: a finished environment goes.
+_sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def current() -> Run:
-    if RUN is None:
-        raise RuntimeError("tokenstorm is not set up: load it with tokenstorm.loadgen.run.install()")
-    return RUN
+def session_of(environment) -> Session | None:
+    """The session of `environment` (None before its test is prepared)."""
+    return _sessions.get(environment)
 
 
 def _fail(message: str) -> None:
@@ -388,14 +399,13 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def prepare(environment) -> Run:
-    """Build this process's Run from the parsed options (and the host of the test being started).
+def prepare(environment) -> Session:
+    """Build this process's Session from the parsed options (and the host of the test being started).
 
     The master (or a standalone process) checks everything and resolves the model and the
     prompt file; what it resolved travels to the workers with Locust's spawn message. Workers
     write nothing locally (unless their master dies) and read the API key from their own environment.
     """
-    global RUN
     options = environment.parsed_options
     role = role_of(environment.runner)
     if role != "worker" and not options.results_dir:
@@ -409,8 +419,8 @@ def prepare(environment) -> Run:
         options.prompt, options.prompt_file = settings.prompt, ""
     if settings.scenario is not None and options.num_users is None and settings.scenario.spec.users:
         options.num_users = settings.scenario.spec.users  # -u on the command line wins
-    RUN = Run(environment, settings)
-    return RUN
+    session = _sessions[environment] = Session(environment, settings)
+    return session
 
 
 def install(events=locust_events, require_agent: bool = False, require_stages: bool = False) -> None:
@@ -424,51 +434,53 @@ def install(events=locust_events, require_agent: bool = False, require_stages: b
     def _init(environment, **_kwargs):
         runner = environment.runner
         if environment.web_ui is not None:
-            webui.install(environment, lambda: RUN)
+            webui.install(environment, lambda: session_of(environment))
         if isinstance(runner, WorkerRunner):
             def _granted(environment, msg, **_kwargs):
-                if RUN is not None:
-                    RUN.quota.on_grant(msg.data["n"])
+                session = session_of(environment)
+                if session is not None:
+                    session.quota.on_grant(msg.data["n"])
 
             def _written(environment, msg, **_kwargs):
-                if RUN is not None and isinstance(RUN.writer, RecordShipper):
-                    RUN.writer.on_written(msg.data["seq"])
+                session = session_of(environment)
+                if session is not None and isinstance(session.writer, RecordShipper):
+                    session.writer.on_written(msg.data["seq"])
 
             runner.register_message(TICKETS_GRANT, _granted)
             runner.register_message(RECORDS_WRITTEN, _written)
             if environment.parsed_options is not None:  # read by Locust's worker at every check
-                locust_runners.MASTER_HEARTBEAT_TIMEOUT = environment.parsed_options.master_lost_after
+                set_master_heartbeat_timeout(environment.parsed_options.master_lost_after)
             return  # a worker's other options arrive with the master's spawn message
         options = environment.parsed_options
         if options is None or not options.headless:
             return  # the web UI sets host and options when a test starts
         try:
-            run = prepare(environment)
+            session = prepare(environment)
         except OptionError as exc:
             _fail(str(exc))
-        if require_stages and (run.scenario is None or not run.scenario.spec.stages):
+        if require_stages and (session.scenario is None or not session.scenario.spec.stages):
             _fail("this locustfile follows the scenario's stages: give --scenario FILE with a `stages` section")
-        if require_agent and (run.scenario is None or run.scenario.spec.agent is None):
+        if require_agent and (session.scenario is None or session.scenario.spec.agent is None):
             _fail("this locustfile runs tool-calling agents: give --scenario FILE with an `agent` section "
                   "(e.g. configs/scenarios/tool-agent.yaml)")
 
     @events.test_start.add_listener
     def _test_start(environment, **_kwargs):
         runner = environment.runner
-        if isinstance(runner, MasterRunner) and RUN is not None and RUN.settings.arrival_stages:
+        session = session_of(environment)
+        if isinstance(runner, MasterRunner) and session is not None and session.settings.arrival_stages:
             # one schedule for all workers: its start and how many share it go with the spawn message
             environment.parsed_options.arrival_start = time.time() + 2.0
             environment.parsed_options.arrival_processes = max(1, runner.worker_count)
-        run = RUN
-        if run is None or run.environment is not environment or role_of(environment.runner) == "worker":
+        if session is None or role_of(environment.runner) == "worker":
             try:
-                run = prepare(environment)
+                session = prepare(environment)
             except OptionError as exc:
                 print(f"{LOG_PREFIX} {exc}", file=sys.stderr, flush=True)
                 if environment.runner is not None:
                     gevent.spawn_later(0, environment.runner.quit)
                 return
-        run.start()
+        session.start()
 
     @events.spawning_complete.add_listener
     def _spawned(**_kwargs):
@@ -480,15 +492,15 @@ def install(events=locust_events, require_agent: bool = False, require_stages: b
 
     @events.test_stop.add_listener
     def _test_stop(environment, **_kwargs):
-        if RUN is not None:
-            RUN.stop()
+        session = session_of(environment)
+        if session is not None:
+            session.stop()
 
     @events.quit.add_listener
-    def _quit(exit_code, **_kwargs):
-        if RUN is None or (RUN.writer is None and RUN.collector is None):
-            return
-        RUN.close()
-        if RUN.role != "worker":
-            from .report import final_report
-
-            final_report(RUN)
+    def _quit(exit_code, **_kwargs):  # Locust's quit event names no environment: every session ends
+        for session in list(_sessions.values()):
+            if session.writer is None and session.collector is None:
+                continue
+            session.close()
+            if session.role != "worker":
+                session.report()

@@ -1,7 +1,7 @@
 """The client's self-check: its own CPU and event-loop lag, sampled while it measures.
 
 A load generator whose CPU is saturated or whose event loop stalls reads every latency late
-(FIELD_NOTES.md s5: TTFT 100 ms read as p99 1012 ms at 98% CPU). Recording both with every run
+(docs/FIELD_NOTES.md s5: TTFT 100 ms read as p99 1012 ms at 98% CPU). Recording both with every run
 makes such a run visible instead of silently wrong.
 """
 

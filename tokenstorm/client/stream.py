@@ -1,7 +1,7 @@
 """Stream accounting: send one streaming request, time it to the chunk, classify how it ended.
 
 Every request ends as exactly one Record, ok or an error of one class, and a failed stream
-keeps the timings it reached. The metric definitions are the README's (and DESIGN.md's).
+keeps the timings it reached. The metric definitions are the README's (docs/ARCHITECTURE.md points there).
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 
 from gevent import GreenletExit
 
-from . import tokenizer
-from .formats import Format
+from ..core import tokenizer
+from ..core.formats import Format
+from ..core.records import Record
+from ..core.sse import SSEDecoder
 from .httpclient import Connection, ConnectionLost, HTTPError
-from .sse import SSEDecoder
-
-ERROR_TYPES = ("connect", "http_status", "timeout_first_token", "stall", "timeout_total", "sse_error",
-               "truncated", "malformed", "protocol", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -27,50 +25,6 @@ class Timeouts:
     first_token_s: float = 120.0  # request sent -> first output chunk (prefill and queueing)
     stall_s: float = 30.0  # longest silence between output chunks
     total_s: float = 600.0  # request sent -> end of stream
-
-
-@dataclass
-class Record:
-    """One request attempt; the CSV columns of DIR/requests-<worker>.csv, in this order."""
-
-    request_id: str = ""
-    worker_id: str = ""
-    user_id: int = 0
-    scenario: str = ""
-    upstream: str = ""
-    model: str = ""
-    t_start: float = 0.0  # unix seconds when the request was sent
-    status: str = "ok"
-    error_type: str = ""
-    error: str = ""
-    http_status: int | None = None
-    connect_ms: float | None = None
-    ttfb_ms: float | None = None
-    ttft_ms: float | None = None
-    ttfvt_ms: float | None = None
-    e2e_ms: float | None = None
-    total_ms: float | None = None
-    tpot_ms: float | None = None
-    itl_mean_ms: float | None = None
-    itl_max_ms: float | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    output_tokens_source: str = ""
-    output_tokens_usage: int | None = None
-    output_tokens_tokenizer: int | None = None
-    reasoning_tokens: int | None = None
-    chunks: int = 0
-    finish_reason: str = ""
-    tokens_per_s: float | None = None
-    t_intended: float | None = None  # open loop: unix s the request was meant to be sent
-    schedule_lag_ms: float | None = None  # open loop: sent this late against its intended time
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-
-RECORD_FIELDS = list(Record.__dataclass_fields__)
 
 
 @dataclass

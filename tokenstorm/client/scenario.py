@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from . import tokenizer
+from ..core import tokenizer
 from .datasets import DataError, Rows, Synthetic, load_csv, load_jsonl
 from .httpclient import Target
 
@@ -183,7 +183,7 @@ class Scenario:
             if not path.is_absolute() and not path.exists():
                 path = self.source.parent / data.file  # relative to the scenario file
                 if not path.exists():
-                    path = Path(__file__).resolve().parent.parent / data.file  # or to the repository
+                    path = Path(__file__).resolve().parents[2] / data.file  # or to the repository
             if data.type == "csv":
                 return load_csv(path, data.column, data.encoding, data.seed, data.shuffle)
             return load_jsonl(path, data.encoding, data.seed, data.shuffle)

@@ -1,0 +1,60 @@
+"""The record schema: one row per request attempt, and one per tool-calling conversation.
+
+The writer (tokenstorm.client.writer), the workers' shipper (tokenstorm.loadgen.distributed) and
+the analysis (analysis.stats) all take the columns from here, so a file written by one is read
+by the other with the same names, in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ERROR_TYPES = ("connect", "http_status", "timeout_first_token", "stall", "timeout_total", "sse_error",
+               "truncated", "malformed", "protocol", "cancelled")
+
+
+@dataclass
+class Record:
+    """One request attempt; the CSV columns of DIR/requests-<worker>.csv, in this order."""
+
+    request_id: str = ""
+    worker_id: str = ""
+    user_id: int = 0
+    scenario: str = ""
+    upstream: str = ""
+    model: str = ""
+    t_start: float = 0.0  # unix seconds when the request was sent
+    status: str = "ok"
+    error_type: str = ""
+    error: str = ""
+    http_status: int | None = None
+    connect_ms: float | None = None
+    ttfb_ms: float | None = None
+    ttft_ms: float | None = None
+    ttfvt_ms: float | None = None
+    e2e_ms: float | None = None
+    total_ms: float | None = None
+    tpot_ms: float | None = None
+    itl_mean_ms: float | None = None
+    itl_max_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    output_tokens_source: str = ""
+    output_tokens_usage: int | None = None
+    output_tokens_tokenizer: int | None = None
+    reasoning_tokens: int | None = None
+    chunks: int = 0
+    finish_reason: str = ""
+    tokens_per_s: float | None = None
+    t_intended: float | None = None  # open loop: unix s the request was meant to be sent
+    schedule_lag_ms: float | None = None  # open loop: sent this late against its intended time
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+RECORD_FIELDS = list(Record.__dataclass_fields__)
+
+CONVERSATION_FIELDS = ["conversation_id", "worker_id", "user_id", "scenario", "t_start", "turns", "tool_calls",
+                       "ended_by", "total_ms", "status"]
