@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tokenstorm needs Python >= 3.11, found " + sys.version.split()[0] + "; run: make PYTHON=python3.11 ...")'
@@ -24,8 +24,13 @@ demo: $(VENV)/.runtime-installed
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 
+# The whole suite, test modules in parallel (pyproject.toml: -n 4 --dist loadfile).
 test: lint
 	$(BIN)/python -m pytest
+
+# Without the slow end-to-end runs (compose rig, sweeps, demo, wheel install): for quick iterations.
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/mock_capacity.py

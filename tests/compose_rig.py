@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from locust_procs import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
@@ -116,8 +117,7 @@ class Rig:
         return out
 
     def environment(self, service: dict) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_") and k != "OPENAI_API_KEY"}
-        env |= self.variables
+        env = clean_env(keys={}) | self.variables
         for key, value in (service.get("environment") or {}).items():
             env[key] = interpolate(str(value), self.variables).replace("/app/", f"{ROOT}/").replace(
                 "/app", str(ROOT))

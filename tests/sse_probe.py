@@ -2,17 +2,35 @@
 
 Independent of tokenstorm's own client on purpose: the mock's pacing is checked with a reader
 that shares no code with what the mock is later used to measure. gevent sockets, no monkey
-patching, so many streams can be timed at once from the test process.
+patching, so many streams can be timed at once from the test process. Arrivals are the kernel's
+receive timestamps (SO_TIMESTAMPNS), so a test process too busy to read at once still dates each
+event when it reached the machine, not when the test got round to it.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import struct
 import time
 from dataclasses import dataclass, field
 
 from gevent import socket
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@qq")
+
+
+def _recv(sock) -> tuple[bytes, float]:
+    """(data, arrival on the monotonic clock): the kernel's stamp when it gave one, else now."""
+    data, ancdata, _flags, _addr = sock.recvmsg(65536, socket.CMSG_SPACE(_TIMESPEC.size))
+    now = time.monotonic()
+    for level, kind, value in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(value)
+            stamped = now - (time.time() - (sec + nsec * 1e-9))  # realtime stamp -> monotonic
+            return data, min(stamped, now)
+    return data, now
 
 
 @dataclass
@@ -69,6 +87,7 @@ def request(port: int, body: dict | bytes | None, path: str = "/v1/chat/completi
     probe = Probe()
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     try:
         probe.t_sent = time.monotonic()
         sock.sendall(raw)
@@ -83,12 +102,11 @@ def request(port: int, body: dict | bytes | None, path: str = "/v1/chat/completi
 def _read(sock, probe: Probe, close_after_events: int | None) -> None:
     buf = b""
     while b"\r\n\r\n" not in buf:
-        data = sock.recv(65536)
+        data, probe.t_headers = _recv(sock)
         if not data:
             probe.error = "closed before headers"
             return
         buf += data
-    probe.t_headers = time.monotonic()
     head, buf = buf.split(b"\r\n\r\n", 1)
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     probe.status = int(status_line.split()[1])
@@ -129,8 +147,7 @@ def _read(sock, probe: Probe, close_after_events: int | None) -> None:
                 probe.complete = True
                 probe.body = body[:length]
                 return
-        data = sock.recv(65536)
-        now = time.monotonic()
+        data, now = _recv(sock)
         if not data:
             probe.body = body
             if not chunked and length < 0:

@@ -11,7 +11,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from test_locust_runs import run_locust
+from locust_procs import clean_env, locust_cmd
 
 from analysis.stats import PERCENTILES, load_records, percentile_key
 from tokenstorm.mockproc import ROOT, MockProcess
@@ -24,20 +24,34 @@ def analysis(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """base and rerun: the same configuration; slower: TTFT 20% higher; all with some HTTP 500s."""
+    """base and rerun: the same configuration, each with its own seed (a rerun's noise is not the
+    base's noise replayed); slower: TTFT 20% higher; all with some HTTP 500s. The three run at the
+    same time, so they share whatever else the machine is doing: what differs between base and
+    rerun is run-to-run noise, not a busier minute."""
     root = tmp_path_factory.mktemp("runs")
     config = root / "mock.yaml"
     config.write_text("faults:\n  probabilities:\n    http_500: 0.04\n")
-    folders = {}
-    for name, ttft in (("base", "100"), ("rerun", "100"), ("slower", "120")):
-        with MockProcess(["--config", str(config), "--ttft-ms", ttft, "--itl-ms", "4", "--jitter", "0.15",
-                          "--output-tokens", "40", "--seed", "3"]) as mock:
-            folder = root / name
-            result = run_locust(mock.url, "-u", "8", "-r", "8", "--total-requests", "400", "--results-dir",
-                                str(folder), "--csv", str(folder / "locust"), "--csv-full-history",
-                                "--slo-ttft-ms", "120", "--exit-code-on-error", "0")
-            assert result.returncode == 0, result.stderr[-2000:]
-            folders[name] = folder
+    mocks, procs, folders = [], {}, {}
+    try:
+        for name, ttft, seed in (("base", "100", "3"), ("rerun", "100", "4"), ("slower", "120", "5")):
+            mock = MockProcess(["--config", str(config), "--ttft-ms", ttft, "--itl-ms", "4", "--jitter", "0.15",
+                                "--output-tokens", "40", "--seed", seed])
+            mocks.append(mock)
+            folders[name] = root / name
+            procs[name] = subprocess.Popen(
+                locust_cmd(mock.url, "-u", "8", "-r", "8", "--total-requests", "400", "--results-dir",
+                           str(folders[name]), "--csv", str(folders[name] / "locust"), "--csv-full-history",
+                           "--slo-ttft-ms", "120", "--exit-code-on-error", "0"),
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env(), cwd=ROOT)
+        for name, proc in procs.items():
+            _out, err = proc.communicate(timeout=180)
+            assert proc.returncode == 0, (name, err[-2000:])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        for mock in mocks:
+            mock.stop()
     return folders
 
 

@@ -51,6 +51,7 @@ def test_interpolation_matches_compose():
     assert interpolate("${A:-x}/${B}/${C-y}", {"A": "", "B": "b"}) == "x/b/y"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("network", ["namespaces", "loopback"])
 def test_headless_profile_runs_as_local_processes(tmp_path, network):
     if network == "namespaces" and not can_use_namespaces():

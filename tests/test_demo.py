@@ -6,9 +6,12 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tokenstorm.mockproc import ROOT
 
 
+@pytest.mark.slow
 def test_demo_runs_and_writes_a_report():
     before = set((ROOT / "results").glob("demo-*")) if (ROOT / "results").exists() else set()
     result = subprocess.run([sys.executable, "-m", "tokenstorm.demo"], capture_output=True, text=True, timeout=180,

@@ -3,48 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
-from test_locust_runs import LOCUST, LOCUSTFILE, chat_requests_seen
+from locust_procs import LOCUST, LOCUSTFILE, clean_env, free_port, start_master, start_worker, stop_all, wait_until
+from mock_metrics import chat_requests_seen, running_streams
 
 from analysis.stats import load_records
 from tokenstorm.mockproc import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def env() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")} | {"OPENAI_API_KEY": "mock-key"}
-
-
-def start_master(host: str, port: int, workers: int, *args: str) -> subprocess.Popen:
-    cmd = [LOCUST, "-f", LOCUSTFILE, "--master", "--headless", "--only-summary", "--host", host,
-           "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--expect-workers", str(workers),
-           *args]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
-
-
-def start_worker(port: int, *args: str) -> subprocess.Popen:
-    cmd = [LOCUST, "-f", LOCUSTFILE, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port), *args]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(), cwd=ROOT)
-
-
-def stop_all(*procs: subprocess.Popen) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def assert_every_request_is_a_record(df: pd.DataFrame, mock) -> None:
@@ -92,10 +62,7 @@ def test_a_killed_worker_does_not_stop_the_run(start_mock, tmp_path):
                           "--results-dir", str(tmp_path))
     workers = [start_worker(port) for _ in range(3)]
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(tmp_path.glob("requests-*.csv"))) < 3:
-            time.sleep(0.2)
-        time.sleep(1.5)
+        wait_until(lambda: chat_requests_seen(mock) >= 90, "three rounds of the 30 streams")
         workers[1].send_signal(signal.SIGKILL)
         out, err = master.communicate(timeout=120)
     finally:
@@ -118,7 +85,7 @@ def test_processes_flag_forks_workers(start_mock, tmp_path):
     result = subprocess.run([LOCUST, "-f", LOCUSTFILE, "--headless", "--only-summary", "--host", mock.url,
                              "--processes", "2", "-u", "10", "-r", "10", "--total-requests", "100",
                              "--results-dir", str(tmp_path), "--master-bind-port", port, "--master-port", port],
-                            capture_output=True, text=True, env=env(), cwd=ROOT, timeout=120)
+                            capture_output=True, text=True, env=clean_env(), cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     df = load_records(tmp_path)
     assert len(df) == 100 and df["worker_id"].nunique() == 2
@@ -132,10 +99,8 @@ def test_a_worker_sent_sigterm_flushes_its_records_first(start_mock, tmp_path):
                           "--results-dir", str(tmp_path))
     workers = [start_worker(port) for _ in range(2)]
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(tmp_path.glob("requests-*.csv"))) < 2:
-            time.sleep(0.2)
-        time.sleep(1.0)  # every stream of both workers is mid-flight now
+        wait_until(lambda: running_streams(mock) == 8, "every stream of both workers started")
+        time.sleep(0.5)  # past their first token (50 ms), far from their end (2 s)
         workers[0].send_signal(signal.SIGTERM)
         assert workers[0].wait(timeout=30) == 0
         master.communicate(timeout=120)
@@ -155,9 +120,7 @@ def test_workers_of_a_dead_master_stop_their_load_and_exit(start_mock, tmp_path)
     master = start_master(mock.url, port, 2, "-u", "6", "-r", "6", "-t", "60s", "--results-dir", str(tmp_path))
     workers = [start_worker(port, "--master-lost-after", "3") for _ in range(2)]
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(tmp_path.glob("requests-*.csv"))) < 2:
-            time.sleep(0.2)
+        wait_until(lambda: running_streams(mock) == 6, "every stream of both workers mid-flight")
         master.send_signal(signal.SIGKILL)  # no quit message reaches the workers
         killed = time.monotonic()
         master.wait()
@@ -186,10 +149,8 @@ def test_a_master_stopped_with_sigterm_keeps_every_request(start_mock, tmp_path)
     master = start_master(mock.url, port, 2, "-u", "8", "-r", "8", "-t", "60s", "--results-dir", str(tmp_path))
     workers = [start_worker(port) for _ in range(2)]
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(tmp_path.glob("requests-*.csv"))) < 2:
-            time.sleep(0.2)
-        time.sleep(1.0)  # streams of both workers are mid-flight
+        # a first round of 8 done, and the second round of streams of both workers mid-flight
+        wait_until(lambda: chat_requests_seen(mock) >= 16, "a second round of 8 streams")
         master.send_signal(signal.SIGTERM)
         out, err = master.communicate(timeout=60)
         for worker in workers:

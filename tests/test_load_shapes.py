@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
-from test_distributed import env as locust_env
-from test_distributed import free_port, start_master, start_worker, stop_all
-from test_workloads import run
+from locust_procs import free_port, run, start_master, start_worker, stop_all
 
 from analysis.stats import load_records
 from tokenstorm.client.arrivals import schedule, share
@@ -34,8 +30,10 @@ def test_constant_rate_gives_the_exact_schedule(start_mock, tmp_path):
     assert abs(len(records) - 200) <= 2 and (records["status"] == "ok").all()
     gaps = np.diff(records["t_intended"].to_numpy())
     assert np.allclose(gaps, 0.05, atol=1e-6)  # unix seconds in the CSV carry ~0.2 us of float rounding
+    # sent on time: late only by what the client's own event loop was measured to lag (a busy machine)
+    loop_lag = json.loads((tmp_path / "run-local.json").read_text())["client"]["loop_lag_ms_max"]
     lag = records["schedule_lag_ms"]
-    assert lag.quantile(0.99) < 5 and lag.max() < 50  # sent on time (a rare VM hiccup aside)
+    assert lag.quantile(0.99) < 5 + loop_lag and lag.max() < 50 + loop_lag
     assert "open loop: 200 arrivals at 20.00 req/s intended" in result.stdout
 
 
@@ -121,32 +119,3 @@ def test_stages_follow_the_scenario(start_mock, tmp_path):
     t0 = records["t_intended"].min()
     stage = np.floor((records["t_intended"] - t0 + 1e-6) / 3).astype(int)
     assert stage.value_counts().sort_index().to_list() == [12, 36, 72]  # 4, 12, 24 req/s for 3 s each
-
-
-def test_sweep_stops_past_saturation_with_the_knee_at_the_slots(start_mock, tmp_path):
-    mock = start_mock("--ttft-ms", "30", "--itl-ms", "5", "--output-tokens", "20", "--max-num-seqs", "8")
-    result = subprocess.run([sys.executable, "-m", "tokenstorm", "sweep", "--host", mock.url, "--levels",
-                             "2,4,8,16,32,64", "--out", str(tmp_path), "--no-calibrate",
-                             "--", "--max-tokens", "20", "--ignore-eos"], capture_output=True, text=True,
-                            timeout=600, cwd=ROOT, env=locust_env())
-    assert result.returncode == 0, result.stderr[-2000:]
-    sweep = json.loads((tmp_path / "sweep.json").read_text())
-    levels = [p["level"] for p in sweep["points"]]
-    assert levels[:4] == [2, 4, 8, 16] and len(levels) < 6  # stopped past saturation, before the end
-    assert "throughput rose" in sweep["stopped"]
-    assert sweep["knee"]["concurrency"] == 8
-    assert (tmp_path / "sweep.png").stat().st_size > 10_000
-
-
-def test_calibrate_reports_the_client_error(tmp_path):
-    out = tmp_path / "calibration.json"
-    result = subprocess.run([sys.executable, "-m", "tokenstorm", "calibrate", "--levels", "5,40",
-                             "--requests-per-stream", "3", "--json", str(out)], capture_output=True, text=True,
-                            timeout=600, cwd=ROOT, env=locust_env())
-    assert result.returncode == 0, result.stderr[-2000:]
-    calibration = json.loads(out.read_text())
-    assert [r["streams"] for r in calibration["levels"]] == [5, 40]
-    for row in calibration["levels"]:
-        assert row["failed"] == 0 and 0 <= row["ttft_err_ms_p50"] < 2 and abs(row["tpot_err_ms_p50"]) < 0.5
-        assert row["client_cpu_pct"] is not None
-    assert calibration["safe_streams_per_worker"] in (5, 40)

@@ -3,50 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import sse_probe
+from locust_procs import clean_env, locust_cmd, run_locust
+from mock_metrics import chat_requests_seen
 
 from analysis.stats import load_records
-from tokenstorm.core.tokenizer import count_tokens
 from tokenstorm.mockproc import ROOT
-
-LOCUSTFILE = str(ROOT / "locustfiles" / "chat_stream.py")
-LOCUST = str(Path(sys.executable).parent / "locust")
-
-
-def locust_cmd(host: str, *args: str) -> list[str]:
-    return [LOCUST, "-f", LOCUSTFILE, "--headless", "--host", host, "--only-summary", *args]
-
-
-def run_locust(host: str, *args: str, key: str | None = "mock-key", timeout: float = 120,
-               extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_") and k != "OPENAI_API_KEY"}
-    if key is not None:
-        env["OPENAI_API_KEY"] = key
-    env.update(extra_env or {})
-    return subprocess.run(locust_cmd(host, *args), capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=ROOT)
 
 
 def records(folder: Path) -> pd.DataFrame:
     assert [p.name for p in folder.glob("requests-*.csv")] == ["requests-local.csv"]
     return load_records(folder)
-
-
-def chat_requests_seen(mock) -> float:
-    text = sse_probe.request(mock.port, None, path="/metrics", method="GET").body.decode()
-    found = re.findall(r'^mock_requests_total\{endpoint="/v1/chat/completions",status="\d+"\} (\S+)$', text, re.M)
-    return sum(float(x) for x in found)
 
 
 @pytest.mark.parametrize(("users", "total"), [(1, 20), (50, 300)])
@@ -125,7 +99,7 @@ def test_bad_host(tmp_path, host, needle):
 
 def test_sigterm_flushes_records_and_keeps_cut_streams(start_mock, tmp_path):
     mock = start_mock("--ttft-ms", "20", "--itl-ms", "20")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")} | {"OPENAI_API_KEY": "mock-key"}
+    env = clean_env()
     proc = subprocess.Popen(locust_cmd(mock.url, "-u", "4", "-r", "4", "--max-tokens", "40", "--results-dir",
                                        str(tmp_path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=ROOT)
@@ -151,13 +125,12 @@ def test_model_is_discovered_and_output_matches_the_tokenizer(shared_mock, tmp_p
     df = records(tmp_path)
     assert (df["model"] == "mock-llm").all() and (df["output_tokens_source"] == "tokenizer").all()
     assert (df["output_tokens"] == 24).all() and df["output_tokens_usage"].isna().all()
-    assert count_tokens("x") == 1
 
 
 def test_conf_file_and_environment_variables(shared_mock, tmp_path):
     """Options work from a .conf file, LOCUST_* variables and the command line (which wins)."""
     result = run_locust(shared_mock.url, "--config", str(ROOT / "configs" / "locust" / "mock-quick.conf"),
-                        "--results-dir", str(tmp_path), "-u", "2", extra_env={"LOCUST_TOTAL_REQUESTS": "7"})
+                        "--results-dir", str(tmp_path), "-u", "2", env={"LOCUST_TOTAL_REQUESTS": "7"})
     assert result.returncode == 0, result.stderr[-1500:]
     df = records(tmp_path)
     assert len(df) == 7 and df["user_id"].nunique() == 2

@@ -1,4 +1,8 @@
-"""Pacing with --jitter 0: TTFT and ITL as configured, at 1 and 100 streams; the queue is real."""
+"""Pacing with --jitter 0: TTFT and ITL as configured, at 1 and 100 streams; the queue is real.
+
+Arrivals are kernel-stamped by the probe; what the mock itself measured as its lateness (its lag
+histogram) is the only slack beyond a fixed tolerance, so these hold on a busy machine and still
+fail on a mock that schedules wrongly or hides its lateness."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import time
 import gevent
 import pytest
 import sse_probe
+from mock_metrics import mock_lag_bound_ms, mock_lag_buckets, mock_metrics
 
 CHAT = {"model": "mock-llm", "messages": [{"role": "user", "content": "hi"}], "stream": True,
         "max_tokens": 40, "extra": "ignored"}
@@ -24,22 +29,28 @@ def run_streams(port: int, n: int, body: dict = CHAT, **kwargs) -> list[sse_prob
 def test_ttft_and_itl_match_configuration(start_mock, streams):
     mock = start_mock("--ttft-ms", "150", "--itl-ms", "20", "--jitter", "0")
     run_streams(mock.port, 1)  # warm-up: first-request costs are not what we measure
+    before = mock_lag_buckets(mock)
     probes = run_streams(mock.port, streams)
+    after = mock_lag_buckets(mock)
+    late_most, late_all = mock_lag_bound_ms(before, after, 0.75), mock_lag_bound_ms(before, after)
     assert all(p.status == 200 and p.complete for p in probes)
     ttfts = [p.ttft * 1000 for p in probes]
     itls = [gap * 1000 for p in probes for gap in p.itls()]
     assert all(len(p.content_times()) == 40 for p in probes)
-    assert abs(statistics.median(ttfts) - 150) < 2, ttfts
-    assert abs(statistics.mean(itls) - 20) < 2
-    assert abs(statistics.median(itls) - 20) < 2
+    # a median gap has both ends among the 75% least late chunks
+    assert -0.5 < statistics.median(ttfts) - 150 < 2 + late_most, (ttfts, late_most)
+    assert abs(statistics.median(itls) - 20) < 2 + late_most
+    assert abs(statistics.mean(itls) - 20) < 2 + late_all / 39  # (last - first) / 39 gaps per stream
 
 
 def test_role_chunk_and_headers_arrive_before_the_first_token(start_mock):
     mock = start_mock("--ttft-ms", "200", "--itl-ms", "5")
+    before = mock_lag_buckets(mock)
     (probe,) = run_streams(mock.port, 1)
+    late = mock_lag_bound_ms(before, mock_lag_buckets(mock)) / 1000
     assert probe.t_headers - probe.t_sent < 0.05
     role_at = probe.events[0][0] - probe.t_sent
-    assert role_at < 0.05 and 0.198 < probe.ttft < 0.215
+    assert role_at < 0.05 and 0.1995 < probe.ttft < 0.205 + late
 
 
 def test_itl_zero_writes_tokens_back_to_back(start_mock):
@@ -51,14 +62,16 @@ def test_itl_zero_writes_tokens_back_to_back(start_mock):
 
 def test_queue_makes_later_requests_wait_for_earlier_ones(start_mock):
     mock = start_mock("--ttft-ms", "100", "--itl-ms", "10", "--max-num-seqs", "2")
+    before = mock_lag_buckets(mock)
     probes = run_streams(mock.port, 4, {**CHAT, "max_tokens": 30})
+    late = mock_lag_bound_ms(before, mock_lag_buckets(mock)) / 1000
     e2e = sorted(p.content_times()[-1] - p.t_sent for p in probes)
     ttfts = sorted(p.ttft for p in probes)
     first_done = 0.100 + 29 * 0.010
     # Two run at once; the other two get a slot when those finish, then do their own prefill.
-    assert all(abs(t - 0.100) < 0.01 for t in ttfts[:2]), ttfts
-    assert all(abs(t - (first_done + 0.100)) < 0.02 for t in ttfts[2:]), ttfts
-    assert abs(e2e[-1] - 2 * first_done) < 0.03
+    assert all(0.0995 < t < 0.105 + late for t in ttfts[:2]), (ttfts, late)
+    assert all(abs(t - (first_done + 0.100)) < 0.01 + 2 * late for t in ttfts[2:]), (ttfts, late)
+    assert abs(e2e[-1] - 2 * first_done) < 0.015 + 2 * late
 
 
 def test_full_queue_answers_429_with_an_estimated_wait(start_mock):
@@ -94,12 +107,15 @@ def test_disconnect_while_waiting_for_the_first_token_frees_the_slot(start_mock)
     assert b'"running": 0' in health.body
 
 
-def test_lag_histogram_counts_every_chunk_and_stays_small(start_mock):
+def test_lag_histogram_counts_every_chunk_and_its_max(start_mock):
+    # How small the lag stays is the mock's capacity: bench/mock_capacity.py measures it.
     mock = start_mock("--ttft-ms", "10", "--itl-ms", "5", "--jitter", "0")
     run_streams(mock.port, 20)
-    text = sse_probe.request(mock.port, None, path="/metrics", method="GET").body.decode()
+    text = mock_metrics(mock)
     count = float(re.search(r"^mock_token_lag_seconds_count (\S+)$", text, re.M).group(1))
     chunks = float(re.search(r"^mock_chunks_total (\S+)$", text, re.M).group(1))
-    within_5ms = float(re.search(r'^mock_token_lag_seconds_bucket\{le="0.005"\} (\S+)$', text, re.M).group(1))
+    largest = float(re.search(r"^mock_token_lag_max_seconds (\S+)$", text, re.M).group(1))
+    buckets = mock_lag_buckets(mock)
     assert count == chunks == 20 * 40
-    assert within_5ms / count > 0.95
+    below = max((le for le, n in buckets.items() if n < count), default=0.0)  # the largest lag is above this
+    assert below <= largest <= mock_lag_bound_ms({}, buckets) / 1000

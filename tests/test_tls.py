@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from test_workloads import run
+from locust_procs import run
 
 from analysis.stats import load_records
 from tokenstorm.mockproc import ROOT

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -13,8 +12,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from test_distributed import free_port, start_worker, stop_all
-from test_locust_runs import LOCUST, LOCUSTFILE
+from locust_procs import LOCUST, LOCUSTFILE, clean_env, free_port, start_worker, stop_all
 
 from analysis.stats import load_records
 from tokenstorm.mockproc import ROOT
@@ -25,10 +23,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
 
 
 def start_web(host: str, port: int, results, *args: str, locustfile: str = LOCUSTFILE) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")} | {"OPENAI_API_KEY": "mock-key"}
     proc = subprocess.Popen([LOCUST, "-f", locustfile, "--host", host, "--web-host", "127.0.0.1", "--web-port",
                              str(port), "--results-dir", str(results), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(), cwd=ROOT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import sse_probe
-from test_locust_runs import LOCUST, chat_requests_seen
+from locust_procs import run
+from mock_metrics import chat_requests_seen
 
 from analysis.stats import load_records
 from tokenstorm.client.datasets import Synthetic
@@ -20,19 +17,6 @@ from tokenstorm.core.tokenizer import count_tokens
 from tokenstorm.mockproc import ROOT
 
 SCENARIOS = ROOT / "configs" / "scenarios"
-KEYS = {"OPENAI_API_KEY": "mock-key", "ANTHROPIC_API_KEY": "mock-key"}
-
-
-def run(locustfile: str, host: str | None, *args: str, env: dict | None = None,
-        timeout: float = 180) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_") and k not in KEYS}
-    cmd = [LOCUST, "-f", str(ROOT / "locustfiles" / locustfile), "--headless", "--only-summary", *args]
-    if host:
-        cmd += ["--host", host]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=base | KEYS | (env or {}))
-
-
 @pytest.mark.parametrize("name", ["openai-chat-mock", "csv-driven", "conversations", "long-context", "reasoning",
                                   "anthropic", "raw-stream"])
 def test_every_scenario_runs_against_the_mock(start_mock, tmp_path, name):
@@ -183,4 +167,3 @@ def test_anthropic_format_failures_are_classified(start_mock):
         assert record.error_type == error_type, (fault, record.error)
     error = sse_probe.request(mock.port, {"model": "mock-llm", "messages": []}, path="/v1/messages")
     assert json.loads(error.body)["type"] == "error"
-    assert Path(sys.executable).exists()

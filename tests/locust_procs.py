@@ -1,0 +1,79 @@
+"""Real Locust processes for the tests: a clean environment, headless runs, master and workers.
+
+One place for what every end-to-end test needs, so that no test module imports another.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tokenstorm.mockproc import ROOT
+
+LOCUST = str(Path(sys.executable).parent / "locust")
+LOCUSTFILES = ROOT / "locustfiles"
+LOCUSTFILE = str(LOCUSTFILES / "chat_stream.py")
+KEYS = {"OPENAI_API_KEY": "mock-key", "ANTHROPIC_API_KEY": "mock-key"}
+
+
+def clean_env(keys: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """This process's environment without the caller's LOCUST_* options and API keys (a developer's
+    shell must not change what a test runs), plus `keys` (default: the mock's keys) and `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_") and k not in KEYS}
+    return env | (KEYS if keys is None else keys) | extra
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def locust_cmd(host: str | None, *args: str, locustfile: str = LOCUSTFILE) -> list[str]:
+    cmd = [LOCUST, "-f", locustfile, "--headless", "--only-summary", *args]
+    return cmd + ["--host", host] if host else cmd
+
+
+def run(locustfile: str, host: str | None, *args: str, key: str | None = "mock-key",
+        env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    """One headless run of locustfiles/`locustfile` to its end; `key` is OPENAI_API_KEY (None: unset)."""
+    keys = {"ANTHROPIC_API_KEY": "mock-key"} | ({"OPENAI_API_KEY": key} if key is not None else {})
+    return subprocess.run(locust_cmd(host, *args, locustfile=str(LOCUSTFILES / locustfile)), capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=clean_env(keys) | (env or {}))
+
+
+def run_locust(host: str | None, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """One headless run of locustfiles/chat_stream.py."""
+    return run("chat_stream.py", host, *args, **kwargs)
+
+
+def start_master(host: str, port: int, workers: int, *args: str) -> subprocess.Popen:
+    cmd = [LOCUST, "-f", LOCUSTFILE, "--master", "--headless", "--only-summary", "--host", host,
+           "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--expect-workers", str(workers),
+           *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(), cwd=ROOT)
+
+
+def start_worker(port: int, *args: str) -> subprocess.Popen:
+    cmd = [LOCUST, "-f", LOCUSTFILE, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(), cwd=ROOT)
+
+
+def stop_all(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until(condition, what: str, timeout: float = 60) -> None:
+    """Poll `condition()` until true: tests synchronise on what happened, never on a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
