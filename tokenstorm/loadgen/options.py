@@ -1,16 +1,21 @@
-"""tokenstorm's options on Locust's own parser (CLI, .conf files and LOCUST_* variables alike).
+"""tokenstorm's options: declared once in a pydantic model, registered on Locust's own parser.
 
-Types and ranges are checked by argparse (Locust prints `locust: error: argument ...` and
-exits 2); the rest (host URL, results folder, prompt file, key, model) by Settings.build(),
-whose OptionError becomes one line on stderr and exit code 2 before any load is sent.
+Each field of `RunOptions` is one option of the command line, of .conf files, of a LOCUST_<NAME>
+variable and of the web UI's start form alike. The same parser checks a value whichever way it
+came: on the command line Locust prints `locust: error: argument --max-tokens: ...` and exits 2;
+a value typed into the start form (a string, or '' for "not given") is checked when the test
+starts. The rest (host URL, results folder, prompt file, key, model) is checked by
+Settings.build(), whose OptionError becomes one line on stderr and exit code 2 before any load.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from ..client.arrivals import KINDS
 from ..client.httpclient import Target
@@ -27,152 +32,203 @@ class OptionError(Exception):
     """A bad option value; the message is one line naming the option."""
 
 
-def _number(cast: type, check, requirement: str):
-    """An argparse type: `cast` the text, then `check` it, else say `requirement`."""
-    def parse(text: str):
-        try:
-            value = cast(text)
-        except ValueError:
-            what = "a whole number" if cast is int else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if not check(value):
-            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
-        return value
+# -- value parsers: one per kind of option, shared by argparse and the model ------------------
+def _number(cast: type, check, requirement: str, optional: bool = False):
+    """Parse `cast` from text (or take it as is), then `check` it, else say `requirement`."""
+    def parse(value: Any):
+        if optional and value is None:
+            return None
+        if isinstance(value, str) or (cast is int and isinstance(value, float)):
+            try:
+                number = cast(value.strip() if isinstance(value, str) else str(value))
+            except ValueError:
+                what = "a whole number" if cast is int else "a number"
+                raise ValueError(f"{value!r} is not {what}") from None
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            number = cast(value)
+        else:
+            raise ValueError(f"{value!r} is not a number")
+        if not check(number):
+            raise ValueError(f"must be {requirement}, got {value}")
+        return number
     return parse
 
 
-_non_negative_int = _number(int, lambda v: v >= 0, "0 or more")
-_positive_float = _number(float, lambda v: v > 0, "more than 0")
-_non_negative_float = _number(float, lambda v: v >= 0, "0 or more")
-_temperature = _number(float, lambda v: 0 <= v <= 2, "between 0 and 2")
-
-
-def _header(text: str) -> str:
+def _header(value: Any) -> str:
+    text = str(value)
     name, sep, _value = text.partition(":")
     if not sep or not name.strip() or any(c in text for c in "\r\n"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not 'Name: value'")
+        raise ValueError(f"{text!r} is not 'Name: value'")
     return text
 
 
-TYPES: dict[str, object] = {}  # dest -> argparse type of every tokenstorm option, for normalize()
-DEFAULTS: dict[str, object] = {}
+def _headers(value: Any) -> list[str]:
+    """--header is repeatable; the start form gives one string ('' for none)."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    return [_header(item) for item in items if str(item).strip()]
 
 
-class _Group:
-    """An argument group whose options can also be set as LOCUST_<NAME> environment variables."""
-
-    def __init__(self, group):
-        self._group = group
-
-    def add_argument(self, flag: str, **kwargs):
-        kwargs.setdefault("env_var", "LOCUST_" + flag.lstrip("-").replace("-", "_").upper())
-        # what LocustArgumentParser.add_argument records for its web UI form (a group does not)
-        ui = {key: kwargs.pop(key, default) for key, default in
-              (("include_in_web_ui", True), ("is_secret", False), ("is_required", False), ("is_multiple", False))}
-        action = self._group.add_argument(flag, **kwargs)
-        for key, value in ui.items():
-            setattr(action, key, value)
-        TYPES[action.dest] = kwargs.get("type")
-        DEFAULTS[action.dest] = kwargs.get("default")
-        return action
+def _kind(parse, python_type: Any) -> Any:
+    return Annotated[python_type, BeforeValidator(parse)]
 
 
-def normalize(options) -> None:
-    """Give values typed into Locust's start form their types again (it keeps options whose default
-    is None as strings, and an empty field as ''), checking them as the command line would."""
-    for dest, kind in TYPES.items():
-        value = getattr(options, dest, None)
-        if dest == "header":
-            if isinstance(value, str):
-                value = [value] if value.strip() else []
-            for item in value or []:
-                try:
-                    _header(item)
-                except argparse.ArgumentTypeError as exc:
-                    raise OptionError(f"--header: {exc}") from None
-            setattr(options, dest, value or [])
-            continue
-        if not isinstance(value, str) or kind is None:
-            continue
-        if value.strip() == "":
-            setattr(options, dest, DEFAULTS.get(dest))
-            continue
+NonNegativeInt = _kind(_number(int, lambda v: v >= 0, "0 or more"), int)
+Integer = _kind(_number(int, lambda v: True, "a whole number"), int)
+PositiveFloat = _kind(_number(float, lambda v: v > 0, "more than 0"), float)
+NonNegativeFloat = _kind(_number(float, lambda v: v >= 0, "0 or more"), float)
+Float = _kind(_number(float, lambda v: True, "a number"), float)
+OptionalPositiveFloat = _kind(_number(float, lambda v: v > 0, "more than 0", optional=True), float | None)
+Temperature = _kind(_number(float, lambda v: 0 <= v <= 2, "between 0 and 2", optional=True), float | None)
+Headers = _kind(_headers, list[str])
+
+
+def _opt(default: Any, help: str, metavar: str | None = None, **ui: bool) -> Any:
+    """A field that is also an option; `ui` holds Locust's web-form flags (include_in_web_ui, is_secret)."""
+    return Field(default, description=help, json_schema_extra={"metavar": metavar, **ui})
+
+
+HIDDEN = {"include_in_web_ui": False, "hidden": True}
+
+
+class RunOptions(BaseModel):
+    """Every tokenstorm option, its type, range, default and help text."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    scenario: str = _opt("", "Scenario file (YAML/JSON): path, headers, body template, data, format, upstreams, "
+                             "SLOs; -u and --total-requests on the command line override it", "FILE")
+    total_requests: NonNegativeInt = _opt(0, "Send exactly N requests in total, then end the run (in-flight "
+                                             "requests finish). 0 = no limit.", "N")
+    results_dir: str = _opt("", "Folder for per-request records and run metadata (default: results/<timestamp>)",
+                            "DIR")
+    model: str = _opt("", "Model name (default: the first of GET /v1/models)")
+    api: Literal["chat", "completions"] = _opt("chat", "chat = /v1/chat/completions, completions = legacy "
+                                                       "/v1/completions")
+    endpoint_path: str = _opt("", "Request path, overriding the one --api implies (relative to --host)", "PATH")
+    max_tokens: NonNegativeInt = _opt(256, "max_tokens of every request (0 = do not send it)", "N")
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = _opt(
+        "max_tokens", "The body field that carries --max-tokens (OpenAI's reasoning models take only "
+                      "max_completion_tokens)")
+    ignore_eos: bool = _opt(False, "Send ignore_eos: true (vLLM and the mock then emit exactly max-tokens tokens)")
+    temperature: Temperature = _opt(None, "Sampling temperature")
+    prompt: str = _opt("", "The user message of every request")
+    prompt_file: str = _opt("", "Read the user message from FILE", "FILE")
+    no_include_usage: bool = _opt(False, "Do not ask for stream_options.include_usage (for servers that reject it)")
+    api_key_env: str = _opt("OPENAI_API_KEY", "Environment variable holding the API key (sent as a Bearer token)",
+                            "VAR")
+    # default None, not []: Locust's start form turns an empty list field into int("") (a 500)
+    header: Headers = _opt(None, "Extra request header (repeatable)", "'NAME: VALUE'", is_secret=True)
+    tls_ca: str = _opt("", "Verify https targets against this CA bundle (PEM) instead of the system's", "FILE")
+    tls_insecure: bool = _opt(False, "Do not verify https certificates (self-signed test gateways only)")
+    slo_ttft_ms: OptionalPositiveFloat = _opt(None, "Goodput SLO: TTFT at most this", "MS")
+    slo_tpot_ms: OptionalPositiveFloat = _opt(None, "Goodput SLO: TPOT at most this", "MS")
+    slo_e2e_ms: OptionalPositiveFloat = _opt(None, "Goodput SLO: E2E at most this", "MS")
+    arrival_rate: NonNegativeFloat = _opt(0.0, "Open loop: send R requests/s in total (across all workers), "
+                                               "whatever the server does; users (-u) become the cap on streams "
+                                               "in flight. 0 = closed loop (users = concurrency)", "R")
+    arrival: Literal[KINDS] = _opt("poisson", "Arrival process of --arrival-rate: constant gaps, poisson, or gamma "
+                                              "(see --burstiness)")
+    burstiness: PositiveFloat = _opt(1.0, "Coefficient of variation of gamma gaps (1 = poisson, >1 burstier)", "CV")
+    arrival_duration: NonNegativeFloat = _opt(0.0, "Length of the arrival schedule in seconds; the run ends when "
+                                                   "it is done (0 = no end)", "S")
+    arrival_seed: Integer = _opt(0, "Seed of the arrival schedule", "N")
+    # set by the master for its workers (one shared schedule), not by users
+    arrival_start: Float = _opt(0.0, "", **HIDDEN)
+    arrival_processes: NonNegativeInt = _opt(0, "", **HIDDEN)
+    connect_timeout: PositiveFloat = _opt(10.0, "Seconds to open a connection", "S")
+    first_token_timeout: PositiveFloat = _opt(120.0, "Seconds from sending a request to its first output token", "S")
+    stall_timeout: PositiveFloat = _opt(30.0, "Longest silence between output chunks, in seconds", "S")
+    request_timeout: PositiveFloat = _opt(600.0, "Seconds from sending a request to the end of its stream", "S")
+    master_lost_after: PositiveFloat = _opt(60.0, "Given to a worker: it quits after S seconds without a heartbeat "
+                                                  "from its master (Locust's own limit: 60)", "S",
+                                            include_in_web_ui=False)
+
+    @classmethod
+    def read(cls, options: argparse.Namespace) -> RunOptions:
+        """Check tokenstorm's values in Locust's parsed options, wherever they came from, and give
+        them their types back in `options` (the start form leaves strings, and '' for "not given")."""
+        raw = {}
+        for name, field in cls.model_fields.items():
+            value = getattr(options, name, field.default)
+            raw[name] = field.default if isinstance(value, str) and not value.strip() and name != "header" else value
         try:
-            setattr(options, dest, kind(value))
-        except (argparse.ArgumentTypeError, ValueError) as exc:
-            raise OptionError(f"--{dest.replace('_', '-')}: {exc}") from None
+            parsed = cls.model_validate(raw)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = str(error["loc"][0])
+            raise OptionError(f"{flag(name)}: {_message(error)}") from None
+        for name in cls.model_fields:
+            setattr(options, name, getattr(parsed, name))
+        return parsed
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _message(error: dict) -> str:
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    if error["type"] == "literal_error":
+        return f"{error['input']!r} is not one of {error['ctx']['expected']}"
+    return error["msg"]
+
+
+def _argparse_type(field) -> Any:
+    """The field's own parser, raising what argparse reports as `argument --x: <message>`."""
+    for meta in field.metadata:
+        if isinstance(meta, BeforeValidator):
+            def parse(text: str, _parse=meta.func):
+                try:
+                    return _parse(text)
+                except ValueError as exc:
+                    raise argparse.ArgumentTypeError(str(exc)) from None
+            return parse
+    return None
 
 
 def add_arguments(parser) -> None:
-    group = _Group(parser.add_argument_group("tokenstorm", "Streaming LLM load test options"))
-    group.add_argument("--scenario", default="", metavar="FILE",
-                       help="Scenario file (YAML/JSON): path, headers, body template, data, format, upstreams, "
-                            "SLOs; -u and --total-requests on the command line override it")
-    group.add_argument("--total-requests", type=_non_negative_int, default=0, metavar="N",
-                       help="Send exactly N requests in total, then end the run (in-flight requests finish). "
-                            "0 = no limit.")
-    group.add_argument("--results-dir", default="", metavar="DIR",
-                       help="Folder for per-request records and run metadata (default: results/<timestamp>)")
-    group.add_argument("--model", default="", help="Model name (default: the first of GET /v1/models)")
-    group.add_argument("--api", choices=sorted(APIS), default="chat",
-                       help="chat = /v1/chat/completions, completions = legacy /v1/completions")
-    group.add_argument("--endpoint-path", default="", metavar="PATH",
-                       help="Request path, overriding the one --api implies (relative to --host)")
-    group.add_argument("--max-tokens", type=_non_negative_int, default=256, metavar="N",
-                       help="max_tokens of every request (0 = do not send it)")
-    group.add_argument("--max-tokens-field", choices=("max_tokens", "max_completion_tokens"), default="max_tokens",
-                       help="The body field that carries --max-tokens (OpenAI's reasoning models take only "
-                            "max_completion_tokens)")
-    group.add_argument("--ignore-eos", action="store_true", default=False,
-                       help="Send ignore_eos: true (vLLM and the mock then emit exactly max-tokens tokens)")
-    group.add_argument("--temperature", type=_temperature, default=None, help="Sampling temperature")
-    group.add_argument("--prompt", default="", help="The user message of every request")
-    group.add_argument("--prompt-file", default="", metavar="FILE", help="Read the user message from FILE")
-    group.add_argument("--no-include-usage", action="store_true", default=False,
-                       help="Do not ask for stream_options.include_usage (for servers that reject it)")
-    group.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
-                       help="Environment variable holding the API key (sent as a Bearer token)")
-    # default None, not []: Locust's start form turns an empty list field into int("") (a 500)
-    group.add_argument("--header", action="append", type=_header, default=None, metavar="'NAME: VALUE'",
-                       help="Extra request header (repeatable)", is_secret=True)
-    group.add_argument("--tls-ca", default="", metavar="FILE",
-                       help="Verify https targets against this CA bundle (PEM) instead of the system's")
-    group.add_argument("--tls-insecure", action="store_true", default=False,
-                       help="Do not verify https certificates (self-signed test gateways only)")
-    group.add_argument("--slo-ttft-ms", type=_positive_float, default=None, metavar="MS",
-                       help="Goodput SLO: TTFT at most this")
-    group.add_argument("--slo-tpot-ms", type=_positive_float, default=None, metavar="MS",
-                       help="Goodput SLO: TPOT at most this")
-    group.add_argument("--slo-e2e-ms", type=_positive_float, default=None, metavar="MS",
-                       help="Goodput SLO: E2E at most this")
-    group.add_argument("--arrival-rate", type=_non_negative_float, default=0.0, metavar="R",
-                       help="Open loop: send R requests/s in total (across all workers), whatever the server does; "
-                            "users (-u) become the cap on streams in flight. 0 = closed loop (users = concurrency)")
-    group.add_argument("--arrival", choices=KINDS, default="poisson",
-                       help="Arrival process of --arrival-rate: constant gaps, poisson, or gamma (see --burstiness)")
-    group.add_argument("--burstiness", type=_positive_float, default=1.0, metavar="CV",
-                       help="Coefficient of variation of gamma gaps (1 = poisson, >1 burstier)")
-    group.add_argument("--arrival-duration", type=_non_negative_float, default=0.0, metavar="S",
-                       help="Length of the arrival schedule in seconds; the run ends when it is done (0 = no end)")
-    group.add_argument("--arrival-seed", type=int, default=0, metavar="N", help="Seed of the arrival schedule")
-    # set by the master for its workers (one shared schedule), not by users
-    group.add_argument("--arrival-start", type=float, default=0.0, help=argparse.SUPPRESS, include_in_web_ui=False)
-    group.add_argument("--arrival-processes", type=int, default=0, help=argparse.SUPPRESS, include_in_web_ui=False)
-    group.add_argument("--connect-timeout", type=_positive_float, default=10.0, metavar="S",
-                       help="Seconds to open a connection")
-    group.add_argument("--first-token-timeout", type=_positive_float, default=120.0, metavar="S",
-                       help="Seconds from sending a request to its first output token")
-    group.add_argument("--stall-timeout", type=_positive_float, default=30.0, metavar="S",
-                       help="Longest silence between output chunks, in seconds")
-    group.add_argument("--request-timeout", type=_positive_float, default=600.0, metavar="S",
-                       help="Seconds from sending a request to the end of its stream")
-    group.add_argument("--master-lost-after", type=_positive_float, default=60.0, metavar="S",
-                       help="Given to a worker: it quits after S seconds without a heartbeat from "
-                       "its master (Locust's own limit: 60)", include_in_web_ui=False)
+    """Register every RunOptions field on Locust's parser, each also settable as LOCUST_<NAME>."""
+    group = parser.add_argument_group("tokenstorm", "Streaming LLM load test options")
+    for name, field in RunOptions.model_fields.items():
+        extra = dict(field.json_schema_extra or {})
+        kwargs: dict[str, Any] = {"default": field.default, "env_var": "LOCUST_" + name.upper(),
+                                  "help": argparse.SUPPRESS if extra.pop("hidden", False) else field.description}
+        if extra.get("metavar"):
+            kwargs["metavar"] = extra["metavar"]
+        extra.pop("metavar", None)
+        annotation = field.annotation
+        if annotation is bool:
+            kwargs["action"] = "store_true"
+        elif get_origin(annotation) is Literal:
+            kwargs["choices"] = get_args(annotation)
+        elif name == "header":
+            kwargs["action"] = "append"
+            kwargs["type"] = _header_type
+        else:
+            kwargs["type"] = _argparse_type(field)
+        action = group.add_argument(flag(name), **kwargs)
+        # what LocustArgumentParser.add_argument records for its web UI form (a group does not)
+        for key, default in (("include_in_web_ui", True), ("is_secret", False), ("is_required", False),
+                             ("is_multiple", False)):
+            setattr(action, key, extra.get(key, default))
 
 
-@dataclass
-class Settings:
+def _header_type(text: str) -> str:
+    try:
+        return _header(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# -- settings: the options resolved into what a run sends -----------------------------------
+class Settings(BaseModel):
+    """What one process's part of a run sends, where, and how it is timed and judged."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     target: Target
     path: str
     api: str
@@ -183,67 +239,36 @@ class Settings:
     prompt: str
     include_usage: bool
     api_key_env: str
-    api_key: str | None  # never logged, never written
-    extra_headers: list[tuple[str, str]]
+    api_key: str | None = Field(repr=False)  # never logged, never written
+    extra_headers: list[tuple[str, str]] = Field(repr=False)
     total_requests: int
     results_dir: Path
     timeouts: Timeouts
-    slos: dict[str, float] = field(default_factory=dict)
+    slos: dict[str, float] = {}
     scenario: Scenario | None = None
     tls_ca: str = ""
     max_tokens_field: str = "max_tokens"
     tls_insecure: bool = False
-    arrival_stages: list[tuple[float, float]] = field(default_factory=list)  # [(duration_s, rate)]; [] = closed loop
+    arrival_stages: list[tuple[float, float]] = []  # [(duration_s, rate)]; [] = closed loop
     arrival: str = "poisson"
     burstiness: float = 1.0
     arrival_seed: int = 0
 
     @classmethod
-    def build(cls, options, host: str | None, results_dir: Path, check_dir: bool = True) -> Settings:
-        normalize(options)
-        scenario = None
-        if options.scenario:
-            try:
-                scenario = load_scenario(options.scenario)
-            except ScenarioError as exc:
-                raise OptionError(str(exc)) from None
-        if scenario is not None and scenario.upstreams and not host:
-            host = scenario.upstreams[0][1].origin + scenario.upstreams[0][1].base_path
-        if not host:
-            raise OptionError("no target: give --host URL (e.g. --host http://127.0.0.1:8082)")
-        try:
-            target = Target.parse(host)
-        except ValueError as exc:
-            raise OptionError(f"--host: {exc}") from None
-        prompt = options.prompt or DEFAULT_PROMPT
-        if options.prompt_file:
-            try:
-                prompt = Path(options.prompt_file).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise OptionError(f"--prompt-file {options.prompt_file}: cannot read it ({exc})") from None
-            if not prompt.strip():
-                raise OptionError(f"--prompt-file {options.prompt_file}: the file is empty")
+    def build(cls, options: argparse.Namespace, host: str | None, results_dir: Path,
+              check_dir: bool = True) -> Settings:
+        opts = RunOptions.read(options)
+        scenario = _scenario(opts.scenario)
+        target = _target(host, scenario)
         if check_dir:
-            try:
-                check_writable(results_dir)
-            except OSError as exc:
-                raise OptionError(f"--results-dir {results_dir}: cannot write there ({exc.strerror or exc})") from None
-        if options.tls_ca and not Path(options.tls_ca).is_file():
-            raise OptionError(f"--tls-ca {options.tls_ca}: no such file")
-        if options.max_tokens == 0 and options.ignore_eos:
+            _check_results_dir(results_dir)
+        if opts.tls_ca and not Path(opts.tls_ca).is_file():
+            raise OptionError(f"--tls-ca {opts.tls_ca}: no such file")
+        if opts.max_tokens == 0 and opts.ignore_eos:
             raise OptionError("--ignore-eos needs --max-tokens > 0")
-        base = target.base_path
-        path = options.endpoint_path or ((base if base.endswith("/v1") else base + "/v1") + APIS[options.api])
-        if not path.startswith("/"):
-            path = base + "/" + path
-        headers = []
-        for raw in options.header or []:
-            name, _, value = raw.partition(":")
-            headers.append((name.strip(), value.strip()))
-        slos = {"ttft_ms": options.slo_ttft_ms, "tpot_ms": options.slo_tpot_ms, "e2e_ms": options.slo_e2e_ms}
-        timeouts = Timeouts(options.connect_timeout, options.first_token_timeout, options.stall_timeout,
-                            options.request_timeout)
-        total = options.total_requests
+        timeouts = Timeouts(opts.connect_timeout, opts.first_token_timeout, opts.stall_timeout, opts.request_timeout)
+        slos = {"ttft_ms": opts.slo_ttft_ms, "tpot_ms": opts.slo_tpot_ms, "e2e_ms": opts.slo_e2e_ms}
+        path, api, total = _request_path(opts, target), opts.api, opts.total_requests
         if scenario is not None:
             spec = scenario.spec
             path = spec.path if spec.path.startswith("/") else "/" + spec.path  # after each upstream's base path
@@ -251,21 +276,18 @@ class Settings:
             timeouts = Timeouts(**(timeouts.__dict__ | given))
             slos = {k: slos[k] or v for k, v in spec.slos.model_dump().items()}
             total = total or spec.total_requests or 0
-            options.api = {"openai-completions": "completions"}.get(spec.format, options.api)
-        stages: list[tuple[float, float]] = []
-        if scenario is not None and scenario.spec.stages and any(st.rate is not None for st in scenario.spec.stages):
-            stages = [(st.duration_s, st.rate or 0.0) for st in scenario.spec.stages]
-        elif options.arrival_rate > 0:
-            stages = [(options.arrival_duration or float("inf"), options.arrival_rate)]
+            api = options.api = {"openai-completions": "completions"}.get(spec.format, api)
         return cls(
-            target=target, path=path, api=options.api, model=options.model, max_tokens=options.max_tokens,
-            ignore_eos=options.ignore_eos, temperature=options.temperature, prompt=prompt,
-            include_usage=not options.no_include_usage, api_key_env=options.api_key_env,
-            api_key=os.environ.get(options.api_key_env) or None, extra_headers=headers,
+            target=target, path=path, api=api, model=opts.model, max_tokens=opts.max_tokens,
+            ignore_eos=opts.ignore_eos, temperature=opts.temperature, prompt=_prompt(opts),
+            include_usage=not opts.no_include_usage, api_key_env=opts.api_key_env,
+            api_key=os.environ.get(opts.api_key_env) or None,
+            extra_headers=[(name.strip(), value.strip()) for name, _, value in
+                           (raw.partition(":") for raw in opts.header)],
             total_requests=total, results_dir=results_dir, timeouts=timeouts,
-            slos={k: v for k, v in slos.items() if v}, scenario=scenario, arrival_stages=stages,
-            arrival=options.arrival, burstiness=options.burstiness, arrival_seed=options.arrival_seed,
-            tls_ca=options.tls_ca, tls_insecure=options.tls_insecure, max_tokens_field=options.max_tokens_field)
+            slos={k: v for k, v in slos.items() if v}, scenario=scenario, arrival_stages=_stages(opts, scenario),
+            arrival=opts.arrival, burstiness=opts.burstiness, arrival_seed=opts.arrival_seed,
+            tls_ca=opts.tls_ca, tls_insecure=opts.tls_insecure, max_tokens_field=opts.max_tokens_field)
 
     def ssl_context(self):
         """The TLS settings of https connections (gevent's context: its sockets cooperate)."""
@@ -295,3 +317,57 @@ class Settings:
                 "upstreams": [name for name, _, _ in self.scenario.upstreams],
                 "headers": [name for name, _ in self.scenario.headers]},  # values may be secrets
         }
+
+
+def _scenario(path: str) -> Scenario | None:
+    if not path:
+        return None
+    try:
+        return load_scenario(path)
+    except ScenarioError as exc:
+        raise OptionError(str(exc)) from None
+
+
+def _target(host: str | None, scenario: Scenario | None) -> Target:
+    if scenario is not None and scenario.upstreams and not host:
+        host = scenario.upstreams[0][1].origin + scenario.upstreams[0][1].base_path
+    if not host:
+        raise OptionError("no target: give --host URL (e.g. --host http://127.0.0.1:8082)")
+    try:
+        return Target.parse(host)
+    except ValueError as exc:
+        raise OptionError(f"--host: {exc}") from None
+
+
+def _check_results_dir(results_dir: Path) -> None:
+    try:
+        check_writable(results_dir)
+    except OSError as exc:
+        raise OptionError(f"--results-dir {results_dir}: cannot write there ({exc.strerror or exc})") from None
+
+
+def _prompt(opts: RunOptions) -> str:
+    if not opts.prompt_file:
+        return opts.prompt or DEFAULT_PROMPT
+    try:
+        prompt = Path(opts.prompt_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OptionError(f"--prompt-file {opts.prompt_file}: cannot read it ({exc})") from None
+    if not prompt.strip():
+        raise OptionError(f"--prompt-file {opts.prompt_file}: the file is empty")
+    return prompt
+
+
+def _request_path(opts: RunOptions, target: Target) -> str:
+    base = target.base_path
+    path = opts.endpoint_path or ((base if base.endswith("/v1") else base + "/v1") + APIS[opts.api])
+    return path if path.startswith("/") else base + "/" + path
+
+
+def _stages(opts: RunOptions, scenario: Scenario | None) -> list[tuple[float, float]]:
+    """The open-loop schedule: the scenario's rate stages, else --arrival-rate; [] = closed loop."""
+    if scenario is not None and scenario.spec.stages and any(st.rate is not None for st in scenario.spec.stages):
+        return [(st.duration_s, st.rate or 0.0) for st in scenario.spec.stages]
+    if opts.arrival_rate > 0:
+        return [(opts.arrival_duration or float("inf"), opts.arrival_rate)]
+    return []
