@@ -76,6 +76,7 @@ def test_failures_are_classified_and_counted_once(start_mock, tmp_path):
     ([], None, "OPENAI_API_KEY is not set and http://127.0.0.1:"),
     (["--prompt-file", "/nonexistent.txt"], "mock-key", "--prompt-file /nonexistent.txt: cannot read it"),
     (["--header", "NoColonHere"], "mock-key", "argument --header: 'NoColonHere' is not 'Name: value'"),
+    (["-u", "-1"], "mock-key", "-u/--users: must be 0 or more, got -1"),
 ])
 def test_bad_options_fail_in_one_line_before_any_request(shared_mock, tmp_path, args, key, needle):
     before = chat_requests_seen(shared_mock)

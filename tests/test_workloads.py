@@ -167,3 +167,18 @@ def test_anthropic_format_failures_are_classified(start_mock):
         assert record.error_type == error_type, (fault, record.error)
     error = sse_probe.request(mock.port, {"model": "mock-llm", "messages": []}, path="/v1/messages")
     assert json.loads(error.body)["type"] == "error"
+
+
+@pytest.mark.parametrize(("scenario", "auth"), [("csv-driven", "Authorization"), ("anthropic", "x-api-key")])
+def test_scenario_headers_without_a_key_header_still_send_the_key(start_mock, tmp_path, scenario, auth):
+    """A scenario whose headers only add, say, a trace id must not drop the key from the environment."""
+    mock = start_mock("--ttft-ms", "2", "--itl-ms", "0")
+    text = (SCENARIOS / f"{scenario}.yaml").read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().lower().startswith(auth.lower() + ":")]
+    (tmp_path / "s.yaml").write_text("\n".join(lines).replace("headers:", "headers:\n  X-Trace-Id: load-test", 1))
+    key_env = "OPENAI_API_KEY" if auth == "Authorization" else "ANTHROPIC_API_KEY"
+    result = run("chat_stream.py", mock.url, "--scenario", str(tmp_path / "s.yaml"), "-u", "1", "--total-requests",
+                 "3", "--api-key-env", key_env, "--results-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-1500:]
+    records = load_records(tmp_path / "run")
+    assert len(records) == 3 and (records["status"] == "ok").all(), records["error"].tolist()

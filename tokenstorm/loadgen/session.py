@@ -37,6 +37,7 @@ from .options import OptionError, Settings, add_arguments
 from .quota import TICKETS_GRANT, LocalQuota, RemoteQuota
 
 LOG_PREFIX = "tokenstorm:"
+AUTH_HEADERS = {"authorization", "x-api-key", "api-key"}  # headers that carry a key (OpenAI, Anthropic, Azure)
 
 
 @dataclass(frozen=True)
@@ -101,11 +102,14 @@ class Session:
         self.format_class = FORMATS[scenario.spec.format if scenario else default_format]
         self.headers = [("Content-Type", "application/json"), ("Accept", "text/event-stream"),
                         ("Accept-Encoding", "identity")]
-        if scenario is not None and scenario.headers:
-            self.headers += scenario.headers  # the scenario says how to authenticate
-        elif settings.api_key:
-            self.headers.append(("Authorization", f"Bearer {settings.api_key}"))
-        self.headers += settings.extra_headers
+        given = (scenario.headers if scenario is not None else []) + settings.extra_headers
+        self.headers += given
+        if settings.api_key and not any(name.lower() in AUTH_HEADERS for name, _ in given):
+            # the key goes unless a header already says how to authenticate (a scenario's headers
+            # that do not, e.g. only a trace id, must not silently drop it)
+            anthropic = scenario is not None and scenario.spec.format == "anthropic"
+            self.headers.append(("x-api-key", settings.api_key) if anthropic
+                                else ("Authorization", f"Bearer {settings.api_key}"))
         if scenario is None:
             self.body = json.dumps(self.request_body()).encode()
             self.prompt_tokens = (tokenizer.count_chat_prompt(self.request_body()["messages"])
@@ -452,6 +456,8 @@ def install(events=locust_events, require_agent: bool = False, require_stages: b
                 set_master_heartbeat_timeout(environment.parsed_options.master_lost_after)
             return  # a worker's other options arrive with the master's spawn message
         options = environment.parsed_options
+        if options is not None and (options.num_users or 0) < 0:  # Locust would raise in a greenlet and hang
+            _fail(f"-u/--users: must be 0 or more, got {options.num_users}")
         if options is None or not options.headless:
             return  # the web UI sets host and options when a test starts
         try:
