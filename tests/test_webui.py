@@ -15,6 +15,7 @@ import pytest
 from locust_procs import LOCUST, LOCUSTFILE, clean_env, free_port, start_worker, stop_all
 
 from analysis.stats import load_records
+from tokenstorm.loadgen.options import SECRET_MASK
 from tokenstorm.mockproc import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -22,10 +23,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
                  "--disable-component-update", "--disable-sync"]
 
 
-def start_web(host: str, port: int, results, *args: str, locustfile: str = LOCUSTFILE) -> subprocess.Popen:
+def start_web(host: str, port: int, results, *args: str, locustfile: str = LOCUSTFILE,
+              env: dict[str, str] | None = None) -> subprocess.Popen:
     proc = subprocess.Popen([LOCUST, "-f", locustfile, "--host", host, "--web-host", "127.0.0.1", "--web-port",
                              str(port), "--results-dir", str(results), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(), cwd=ROOT)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env or clean_env(), cwd=ROOT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -110,6 +112,29 @@ def test_added_routes_refuse_unauthenticated_requests_with_web_login(shared_mock
             assert b"request_id" not in body and b"TTFT" not in body
     finally:
         stop_all(web)
+
+
+def test_header_values_never_reach_the_page_and_still_reach_the_target(start_mock, tmp_path):
+    """--header values may be keys: the start form shows them masked (not only as a password
+    field: the value is not in the page source), and a form sent back unchanged keeps them."""
+    mock = start_mock("--ttft-ms", "2", "--itl-ms", "0", "--output-tokens", "5")
+    port = free_port()
+    # no key in the environment: the only way in is the header
+    web = start_web(mock.url, port, tmp_path / "results", "--header", "Authorization: Bearer mock-key",
+                    "--model", "mock-llm", env=clean_env(keys={}))
+    try:
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
+        assert "mock-key" not in page and SECRET_MASK in page
+        data = urllib.parse.urlencode({"user_count": 1, "spawn_rate": 1, "host": mock.url, "total_requests": 4,
+                                       "header": SECRET_MASK}).encode()
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/swarm", data=data, timeout=10)
+        wait_stopped(port)
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
+        assert "mock-key" not in page
+    finally:
+        stop_all(web)
+    records = load_records(tmp_path / "results")
+    assert len(records) == 4 and (records["status"] == "ok").all(), records["error"].tolist()
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -164,6 +164,21 @@ class RunOptions(BaseModel):
         return parsed
 
 
+SECRET_OPTIONS = tuple(name for name, field in RunOptions.model_fields.items()
+                       if (field.json_schema_extra or {}).get("is_secret"))
+# What the web UI's start form shows for a secret option set on the command line; sent back
+# unchanged, it stands for that value (which never reaches the page).
+SECRET_MASK = "(hidden: the value given at start)"
+
+
+def keep_secrets(options: argparse.Namespace, given: dict[str, Any]) -> None:
+    """Put back the `given` values of secret options the start form returned masked."""
+    for name, value in given.items():
+        current = getattr(options, name, None)
+        if current == SECRET_MASK or (isinstance(current, list) and current == [SECRET_MASK]):
+            setattr(options, name, value)
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -33,11 +33,15 @@ from . import webui
 from .distributed import RECORDS_WRITTEN, SCHEDULE_DONE, WORKER_SUMMARY, MasterCollector, RecordShipper
 from .live import LiveStats
 from .locust_internals import set_master_heartbeat_timeout
-from .options import OptionError, Settings, add_arguments
+from .options import SECRET_OPTIONS, OptionError, Settings, add_arguments, keep_secrets
 from .quota import TICKETS_GRANT, LocalQuota, RemoteQuota
 
 LOG_PREFIX = "tokenstorm:"
 AUTH_HEADERS = {"authorization", "x-api-key", "api-key"}  # headers that carry a key (OpenAI, Anthropic, Azure)
+
+
+def has_key_header(headers: list[tuple[str, str]]) -> bool:
+    return any(name.lower() in AUTH_HEADERS for name, _ in headers)
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ class Session:
                         ("Accept-Encoding", "identity")]
         given = (scenario.headers if scenario is not None else []) + settings.extra_headers
         self.headers += given
-        if settings.api_key and not any(name.lower() in AUTH_HEADERS for name, _ in given):
+        if settings.api_key and not has_key_header(given):
             # the key goes unless a header already says how to authenticate (a scenario's headers
             # that do not, e.g. only a trace id, must not silently drop it)
             anthropic = scenario is not None and scenario.spec.format == "anthropic"
@@ -352,8 +356,8 @@ def probe_models(settings: Settings) -> tuple[int, list[str]]:
     conn = Connection(settings.target, settings.timeouts.connect_s,
                       settings.ssl_context() if settings.target.scheme == "https" else None)
     conn.deadline = time.monotonic() + settings.timeouts.connect_s + 10
-    headers = [("Accept", "application/json")]
-    if settings.api_key:
+    headers = [("Accept", "application/json"), *settings.extra_headers]
+    if settings.api_key and not has_key_header(settings.extra_headers):
         headers.append(("Authorization", f"Bearer {settings.api_key}"))
     try:
         response, _ = conn.request("GET", path, headers)
@@ -374,9 +378,10 @@ def probe_models(settings: Settings) -> tuple[int, list[str]]:
 
 def resolve(settings: Settings) -> Settings:
     """Check the key against the target and pick a model when none was given."""
-    if settings.api_key is None or not settings.model:
+    keyless = settings.api_key is None and not has_key_header(settings.extra_headers)
+    if keyless or not settings.model:
         status, ids = probe_models(settings)
-        if settings.api_key is None and status in (401, 403):
+        if keyless and status in (401, 403):
             raise OptionError(f"{settings.api_key_env} is not set and {settings.target.origin} answered {status} "
                               f"to GET /v1/models: export {settings.api_key_env}=<your key>")
         if not settings.model:
@@ -391,6 +396,8 @@ def resolve(settings: Settings) -> Settings:
 # Locust builds the User and LoadTestShape objects, so they find their session through their
 # environment (one per process; tests may build several). Weak keys: a finished environment goes.
 _sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# secret options as given at start: the web UI's form only ever shows them masked
+_given_secrets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def session_of(environment) -> Session | None:
@@ -411,6 +418,7 @@ def prepare(environment) -> Session:
     write nothing locally (unless their master dies) and read the API key from their own environment.
     """
     options = environment.parsed_options
+    keep_secrets(options, _given_secrets.get(environment, {}))
     role = role_of(environment.runner)
     if role != "worker" and not options.results_dir:
         options.results_dir = time.strftime("results/%Y%m%d-%H%M%S")
@@ -438,6 +446,9 @@ def install(events=locust_events, require_agent: bool = False, require_stages: b
     def _init(environment, **_kwargs):
         runner = environment.runner
         if environment.web_ui is not None:
+            if environment.parsed_options is not None:
+                _given_secrets[environment] = {name: getattr(environment.parsed_options, name, None)
+                                               for name in SECRET_OPTIONS}
             webui.install(environment, lambda: session_of(environment))
         if isinstance(runner, WorkerRunner):
             def _granted(environment, msg, **_kwargs):

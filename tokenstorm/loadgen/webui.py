@@ -20,12 +20,29 @@ from pathlib import Path
 from flask import Response, request
 
 from ..core.records import RECORD_FIELDS
+from .options import SECRET_MASK, SECRET_OPTIONS
 
 COLUMNS = [("name", "Upstream / scenario"), ("requests", "Requests"), ("failures", "Failures"),
            ("failclasses", "Failures by class"), ("tokps", "Output tokens/s"), ("inflight", "Streams in flight"),
            ("ttftp50", "TTFT P50 (ms)"), ("ttftp90", "TTFT P90"), ("ttftp99", "TTFT P99"),
            ("tpotp50", "TPOT P50 (ms)"), ("tpotp90", "TPOT P90"), ("tpotp99", "TPOT P99"),
            ("e2ep50", "E2E P50 (ms)"), ("e2ep90", "E2E P90"), ("e2ep99", "E2E P99"), ("goodput", "Goodput (req/s)")]
+
+
+def _mask_secrets(web_ui) -> None:
+    """Locust writes every option's value into the page (a secret one only gets a password
+    field): replace secret values with SECRET_MASK each time it rebuilds the page's arguments."""
+    rebuild = web_ui.update_template_args
+
+    def update_template_args() -> None:
+        rebuild()
+        for name in SECRET_OPTIONS:
+            option = (web_ui.template_args.get("extra_options") or {}).get(name)
+            if option is not None and option.get("default_value"):
+                option["default_value"] = SECRET_MASK
+
+    web_ui.update_template_args = update_template_args
+    update_template_args()
 
 
 def install(environment, current_session) -> None:
@@ -37,6 +54,7 @@ def install(environment, current_session) -> None:
     web_ui.template_args["extended_tabs"] = [{"title": "LLM", "key": "llm"}]
     web_ui.template_args["extended_tables"] = [{"key": "llm", "structure": [{"key": k, "title": t}
                                                                             for k, t in COLUMNS]}]
+    _mask_secrets(web_ui)
     web_ui.template_args["extended_csv_files"] = [
         {"href": f"{base}/llm/records.csv", "title": "Download per-request records (all workers, CSV)"},
         {"href": f"{base}/llm/report.html", "title": "Download the analysis report of this run (HTML)"},
