@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -137,3 +139,25 @@ def test_conf_file_and_environment_variables(shared_mock, tmp_path):
     assert len(df) == 7 and df["user_id"].nunique() == 2
     meta = json.loads((tmp_path / "run-local.json").read_text())
     assert meta["settings"]["max_tokens"] == 128 and meta["settings"]["slos"] == {"ttft_ms": 500, "tpot_ms": 50}
+
+
+def test_a_full_disk_stops_the_run_and_keeps_every_record_whole(start_mock, tmp_path):
+    """Files may grow to 40 kB (RLIMIT_FSIZE: writes past it fail as on a full disk): the run stops
+    at the first failed write, with one line and exit 2, and the records file holds whole rows."""
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", "2", "--output-tokens", "10")
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+
+    result = subprocess.run(locust_cmd(mock.url, "-u", "4", "-r", "4", "--total-requests", "3000", "--results-dir",
+                                       str(tmp_path)), capture_output=True, text=True, timeout=120, env=clean_env(),
+                            cwd=ROOT, preexec_fn=limit_file_size)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    failure = re.search(r"tokenstorm: cannot write records to \S+requests-local.csv \(File too large\): (\d+) kept "
+                        r"whole there, (\d+) not written; stopping the run", result.stderr)
+    assert failure, result.stderr[-2000:]
+    text = (tmp_path / "requests-local.csv").read_text()
+    assert text.endswith("\n") and len(text.encode()) <= 40_000
+    assert len(records(tmp_path)) == int(failure.group(1))  # every row on disk is whole and counted
+    assert chat_requests_seen(mock) < 1500  # it stopped, rather than sending all 3,000 into the void

@@ -74,7 +74,9 @@ def test_llm_tab_in_a_real_browser(start_mock, tmp_path):
             wait_stopped(port)
             page.get_by_role("tab", name="LLM").click()
             page.wait_for_selector("text=TTFT P50 (ms)")
-            page.wait_for_function("document.body.innerText.includes('60')")
+            # The tab polls every few seconds: wait for the row that counts all 60 requests
+            # (a bare "60" also matches a latency like 60.71 of an earlier poll).
+            page.wait_for_function(r"/\t60\t\d+\t/.test(document.body.innerText)", timeout=30_000)
             text = page.inner_text("body")
             page.screenshot(path=str(tmp_path / "llm-tab.png"), full_page=True)
             charts = browser.new_page()

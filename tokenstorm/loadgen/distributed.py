@@ -130,13 +130,14 @@ class RecordShipper:
 class MasterCollector:
     """The master's side: tickets, per-worker record files, worker loss."""
 
-    def __init__(self, environment, results_dir: Path, total: int, on_spent, live=None):
+    def __init__(self, environment, results_dir: Path, total: int, on_spent, live=None, on_write_error=None):
         self.environment = environment
         self.runner = environment.runner
         self.results_dir = results_dir
         self.ledger = TicketLedger(total)
         self.live = live  # the web UI's figures for the whole run
         self._on_spent = on_spent
+        self._on_write_error = on_write_error
         self._pending: list[tuple[str, str, int]] = []  # (client id, worker id, want)
         self.writers: dict[str, RecordWriter] = {}
         self.conversation_writers: dict[str, RecordWriter] = {}
@@ -174,13 +175,15 @@ class MasterCollector:
         self.seen.setdefault(worker, {"client_id": msg.node_id, "first_seen": time.time()})
         writer = self.writers.get(worker)
         if writer is None:
-            writer = self.writers[worker] = RecordWriter(self.results_dir / f"requests-{worker}.csv")
+            writer = self.writers[worker] = RecordWriter(self.results_dir / f"requests-{worker}.csv",
+                                                         on_error=self._on_write_error)
         rows = msg.data["rows"]
         if msg.data.get("conversations"):
             conversations = self.conversation_writers.get(worker)
             if conversations is None:
                 conversations = self.conversation_writers[worker] = RecordWriter(
-                    self.results_dir / f"conversations-{worker}.csv", CONVERSATION_FIELDS)
+                    self.results_dir / f"conversations-{worker}.csv", CONVERSATION_FIELDS,
+                    on_error=self._on_write_error)
             for row in msg.data["conversations"]:
                 conversations.write_row(row)
             conversations.flush()
@@ -189,7 +192,7 @@ class MasterCollector:
         for row in rows:
             writer.write_row(row)
         writer.flush()
-        if "seq" in msg.data:
+        if "seq" in msg.data and writer.failed is None:  # unconfirmed, the worker keeps them (its -unsent file)
             self.runner.send_message(RECORDS_WRITTEN, {"seq": msg.data["seq"]}, client_id=msg.node_id)
         if self.live is not None:
             self.live.in_flight[worker] = msg.data.get("in_flight", 0)

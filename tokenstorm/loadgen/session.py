@@ -131,6 +131,7 @@ class Session:
         self.started: float | None = None
         self.ended: float | None = None
         self._sequence = itertools.count()
+        self.write_error: OSError | None = None
         self._users = itertools.count()
         self._ssl_context = settings.ssl_context()
         self.open_loop: OpenLoop | None = None
@@ -191,13 +192,13 @@ class Session:
         if self.role == "master":
             if self.collector is None:
                 self.collector = MasterCollector(self.environment, folder, self.settings.total_requests,
-                                                 self._quota_spent, self.live)
+                                                 self._quota_spent, self.live, on_write_error=self.write_failed)
         elif self.writer is None:
             if self.role == "worker":
                 self.writer = RecordShipper(self.environment.runner, self.worker_id, self.monitor.summary,
                                             lambda: self.monitor.in_flight)
             else:
-                self.writer = RecordWriter(folder / f"requests-{self.worker_id}.csv")
+                self.writer = RecordWriter(folder / f"requests-{self.worker_id}.csv", on_error=self.write_failed)
         if self.started is None:
             self.started = time.time()
         self.monitor.start(on_sample=self._every_second)
@@ -260,7 +261,7 @@ class Session:
             return
         if self.conversations is None:
             self.conversations = RecordWriter(self.settings.results_dir / f"conversations-{self.worker_id}.csv",
-                                              CONVERSATION_FIELDS)
+                                              CONVERSATION_FIELDS, on_error=self.write_failed)
         self.conversations.write_row(values)
         self.conversations.flush()
 
@@ -276,6 +277,16 @@ class Session:
             self.environment.runner.send_message(SCHEDULE_DONE, {"worker": self.worker_id})
         else:
             self._quota_spent()
+
+    def write_failed(self, error: OSError) -> None:
+        """A record file cannot be written (a full disk): the run stops now, with one line, and the
+        process exits 2; what is on disk is whole (RecordWriter cuts back a partly written row)."""
+        if self.write_error is not None:
+            return
+        self.write_error = error
+        print(f"{LOG_PREFIX} {error}; stopping the run", file=sys.stderr, flush=True)
+        self.environment.process_exit_code = 2
+        self._quota_spent()
 
     def _quota_spent(self) -> None:
         runner = self.environment.runner
@@ -302,7 +313,11 @@ class Session:
             self.writer.close()
         if self.conversations is not None:
             self.conversations.close()
-        self.write_metadata()
+        try:
+            self.write_metadata()
+        except OSError as exc:
+            print(f"{LOG_PREFIX} cannot write the run's metadata in {self.settings.results_dir} "
+                  f"({exc.strerror or exc})", file=sys.stderr, flush=True)
 
     def report(self) -> None:
         """The end-of-run report of the whole run (master or standalone), from the records on disk."""
@@ -520,4 +535,8 @@ def install(events=locust_events, require_agent: bool = False, require_stages: b
                 continue
             session.close()
             if session.role != "worker":
-                session.report()
+                try:
+                    session.report()
+                except OSError as exc:
+                    print(f"{LOG_PREFIX} cannot write the report in {session.settings.results_dir} "
+                          f"({exc.strerror or exc})", file=sys.stderr, flush=True)
