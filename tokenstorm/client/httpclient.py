@@ -13,6 +13,7 @@ All instants are time.monotonic() seconds.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import struct
@@ -25,6 +26,7 @@ from gevent import getcurrent
 from gevent import socket as gsocket
 from gevent import ssl as gssl
 from gevent.hub import get_hub
+from geventhttpclient._parser import HTTPParseError, HTTPResponseParser
 
 from ..core.clock import realtime_to_monotonic
 
@@ -76,120 +78,124 @@ class Target:
         return f"{self.scheme}://{host}" + ("" if self.port == default else f":{self.port}")
 
 
+def _describe_parse_error(exc: HTTPParseError, head: bytes) -> str:
+    """What the server did, in words, from llhttp's reason and the first bytes it sent."""
+    reason = exc.args[0] if exc.args else str(exc)
+    if head[:1] in (b"\x15", b"\x16") and head[1:2] == b"\x03":
+        return "the server answered with TLS, not plain HTTP (use an https:// --host)"
+    if len(head) >= 9 and head[3] in (0x04, 0x07) and head[:2] == b"\x00\x00":
+        return "the server answered with HTTP/2 frames (h2c); tokenstorm speaks HTTP/1.1"
+    if reason.startswith("Expected HTTP/"):
+        return f"the server's answer is not HTTP/1.x: {head[:40]!r}"
+    if reason == "Invalid HTTP version":
+        status_line = head.split(b"\r\n", 1)[0][:40]
+        return f"unsupported HTTP version in the status line {status_line!r}"
+    return f"malformed HTTP response: {reason}"
+
+
+class _Parser(HTTPResponseParser):
+    """llhttp (geventhttpclient's binding, which Locust ships) fed from our timestamped reads.
+
+    It does the framing (status line, headers, Content-Length, chunked, trailers) strictly and
+    keeps no buffer of its own: body bytes come out of each feed() in `body`."""
+
+    def __init__(self, head_only: bool):
+        super().__init__()
+        self.head_only = head_only
+        self.reason = ""
+        self.fields: list[list[str]] = []
+        self.head_size = 0  # characters of status text, header names and values
+        self._in_value = False
+        self.headers_done = False
+        self.complete = False
+        self.trailing = False  # bytes came after the end of the response (or it ended by a close)
+        self.body: list[bytes] = []
+
+    def _on_message_begin(self) -> None:  # again after an interim 1xx response
+        self.reason, self.fields, self._in_value = "", [], False
+
+    def _on_status(self, text: str) -> None:
+        self.reason += text
+        self.head_size += len(text)
+
+    def _on_header_field(self, text: str) -> None:
+        self.head_size += len(text) + 4
+        if self._in_value or not self.fields:
+            self.fields.append([text, ""])
+        else:  # llhttp splits a name that spans two reads
+            self.fields[-1][0] += text
+        self._in_value = False
+
+    def _on_header_value(self, text: str) -> None:
+        self.head_size += len(text)
+        self.fields[-1][1] += text
+        self._in_value = True
+
+    def _on_headers_complete(self) -> bool:
+        if 100 <= self.get_code() < 200:  # interim: the real response follows
+            return False
+        self.headers_done = True
+        return self.head_only  # True: no body follows (HEAD)
+
+    def _on_body(self, buf) -> None:
+        self.body.append(bytes(buf))
+
+    def _on_message_complete(self) -> None:
+        if self.headers_done:
+            self.complete = True
+
+    def headers(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name, value in self.fields:
+            key, value = name.lower(), value.strip()
+            out[key] = f"{out[key]}, {value}" if key in out else value
+        return out
+
+
 class Response:
     """Status and headers of a response whose body is read incrementally with read_body()."""
 
-    def __init__(self, conn: Connection, status: int, reason: str, headers: dict[str, str], t_headers: float,
-                 leftover: bytes, keep_alive: bool, head_only: bool):
+    def __init__(self, conn: Connection, parser: _Parser, t_headers: float):
         self.conn = conn
-        self.status = status
-        self.reason = reason
-        self.headers = headers
+        self._parser = parser
+        self.status = parser.get_code()
+        self.reason = parser.reason
+        self.headers = parser.headers()
         self.t_headers = t_headers
-        self._leftover = leftover
-        self._keep_alive = keep_alive
-        self.complete = False  # the body ended as its framing said (terminator, length)
-        te = headers.get("transfer-encoding", "").lower()
-        self._chunked = "chunked" in te
-        length = headers.get("content-length")
-        self._remaining = int(length) if (length and length.isdigit() and not self._chunked) else None
-        if head_only or status in (204, 304) or 100 <= status < 200:
-            self._remaining = 0
+        self.complete = parser.complete  # the body ended as its framing said (terminator, length)
 
     def read_body(self) -> Iterator[tuple[bytes, float]]:
         """(body bytes, arrival time) as they arrive; ConnectionLost if the peer cuts the body."""
-        if self._chunked:
-            yield from self._read_chunked()
-        elif self._remaining is not None:
-            data, t = self._leftover, self.t_headers
-            self._leftover = b""
-            while True:
-                if data:
-                    part = data[: self._remaining]
-                    self._remaining -= len(part)
-                    yield part, t
-                if self._remaining <= 0:
-                    self.complete = True
-                    break
-                data, t = self.conn.recv()
-                if not data:
-                    raise ConnectionLost(f"connection closed with {self._remaining} bytes of the body missing")
-        else:  # delimited by close
-            if self._leftover:
-                yield self._leftover, self.t_headers
-            while True:
-                data, t = self.conn.recv()
-                if not data:
-                    self.complete = True
-                    self._keep_alive = False
-                    break
-                yield data, t
-        if not self._keep_alive:
-            self.conn.close()
-
-    def _read_chunked(self) -> Iterator[tuple[bytes, float]]:
-        buf, t = self._leftover, self.t_headers
-        self._leftover = b""
-        state, need = "size", 0  # size line, chunk data (need bytes), CRLF after the data
-        while True:
-            out, pos, n = [], 0, len(buf)
-            while pos < n:
-                if state == "size":
-                    end = buf.find(b"\r\n", pos)
-                    if end < 0:
-                        break
-                    try:
-                        size = int(buf[pos:end].split(b";", 1)[0], 16)
-                    except ValueError:
-                        self.conn.close()
-                        raise HTTPError("protocol", f"malformed chunk size {buf[pos:end][:20]!r}") from None
-                    pos = end + 2
-                    if size == 0:
-                        if out:
-                            yield b"".join(out), t
-                        self._finish_trailers(buf[pos:])
-                        return
-                    state, need = "data", size
-                elif state == "data":
-                    part = buf[pos:pos + need]
-                    out.append(part)
-                    pos += len(part)
-                    need -= len(part)
-                    if not need:
-                        state = "crlf"
-                elif n - pos >= 2:
-                    pos += 2
-                    state = "size"
-                else:
-                    break
-            if out:
-                yield b"".join(out), t
-            buf = buf[pos:]
-            data, t = self.conn.recv()
+        parser, conn = self._parser, self.conn
+        if parser.body:
+            data, parser.body = b"".join(parser.body), []
+            yield data, self.t_headers
+        while not parser.complete:
+            data, t = conn.recv()
             if not data:
-                raise ConnectionLost("connection closed before the end of the chunked body")
-            buf += data
-
-    def _finish_trailers(self, rest: bytes) -> None:
-        while b"\r\n" not in rest:
-            more, _ = self.conn.recv()
-            if not more:
-                raise ConnectionLost("connection closed inside the chunked trailer")
-            rest += more
-        while not rest.startswith(b"\r\n"):
-            rest = rest.split(b"\r\n", 1)[1]
-            while b"\r\n" not in rest:
-                more, _ = self.conn.recv()
-                if not more:
-                    raise ConnectionLost("connection closed inside the chunked trailer")
-                rest += more
+                with contextlib.suppress(HTTPParseError):
+                    parser.feed(b"")  # end of input: completes a body delimited by the close
+                if not parser.complete:
+                    conn.close()
+                    missing = parser.get_remaining_content_length() if "content-length" in self.headers else 0
+                    raise ConnectionLost(f"connection closed with {missing} bytes of the body missing" if missing
+                                         else "connection closed before the end of the body")
+                parser.trailing = True
+                break
+            conn.feed(parser, data)
+            if parser.body:
+                data, parser.body = b"".join(parser.body), []
+                yield data, t
         self.complete = True
-        self.conn.pending = rest[2:]
+        if parser.should_keep_alive() and not parser.trailing:
+            conn.reusable = True  # read to its end, nothing after it: the next request may use it
+        else:
+            conn.close()
 
     def read_all(self, limit: int = 1 << 20) -> bytes:
         """The whole body (error bodies are small; bigger ones are cut at `limit`)."""
         parts, size = [], 0
-        with contextlib.suppress(ConnectionLost):
+        with contextlib.suppress(ConnectionLost, HTTPError):
             for data, _ in self.read_body():
                 parts.append(data)
                 size += len(data)
@@ -200,20 +206,25 @@ class Response:
 
 
 class Connection:
-    """One keep-alive connection to a target; reconnects when it has been closed."""
+    """One keep-alive connection to a target; reconnects when it has been closed.
+
+    A request is sent once: a kept-alive connection the server closed while idle is noticed
+    before sending (and replaced); one that fails after the send fails the request, it is never
+    silently sent again."""
 
     def __init__(self, target: Target, connect_timeout: float, ssl_context: ssl.SSLContext | None = None):
         self.target = target
         self.connect_timeout = connect_timeout
         self.sock: socket.socket | None = None
-        self.pending = b""  # bytes read past the end of the previous response
+        self.reusable = False  # the last response was read to its end and the server keeps the connection
         self._ssl_context = ssl_context
         self._stamped = False
+        self.not_before = 0.0  # a kernel receive stamp before this instant (the send) is not believed
         self.deadline = float("inf")  # reads fail with HTTPError(timeout_kind) after this instant
         self.timeout_kind = "timeout"
         self._timer = None
         self._armed_for = float("inf")
-        self._reader = None  # the greenlet blocked in recv(), interrupted when the deadline passes
+        self._reader = None  # the greenlet blocked on the socket, interrupted when the deadline passes
         self.connect_s: float | None = None  # time the last connect took (None: reused)
 
     def close(self) -> None:
@@ -221,27 +232,37 @@ class Connection:
             with contextlib.suppress(OSError):
                 self.sock.close()
         self.sock = None
-        self.pending = b""
+        self.reusable = False
 
     def _connect(self) -> None:
         t0 = time.monotonic()
+        where = f"{self.target.host}:{self.target.port}"
         try:
             sock = gsocket.create_connection((self.target.host, self.target.port), timeout=self.connect_timeout)
         except TimeoutError:
-            raise HTTPError("connect", f"connect to {self.target.host}:{self.target.port} timed out after "
-                            f"{self.connect_timeout:g} s") from None
+            raise HTTPError("connect", f"connect to {where} timed out after {self.connect_timeout:g} s") from None
         except OSError as exc:
-            raise HTTPError("connect", f"connect to {self.target.host}:{self.target.port} failed: "
-                            f"{exc.strerror or exc}") from None
+            raise HTTPError("connect", f"connect to {where} failed: {exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(None)  # reads are bounded by the connection's deadline timer instead
         if self.target.scheme == "https":
             context = self._ssl_context or gssl.create_default_context()
+            # the handshake runs under what is left of the connect timeout
+            sock.settimeout(max(0.001, self.connect_timeout - (time.monotonic() - t0)))
             try:
                 sock = context.wrap_socket(sock, server_hostname=self.target.host)
-            except (OSError, ssl.SSLError) as exc:
+            except TimeoutError:
                 sock.close()
-                raise HTTPError("connect", f"TLS handshake with {self.target.host} failed: {exc}") from None
+                raise HTTPError("connect", f"TLS handshake with {where} timed out after {self.connect_timeout:g} s "
+                                "(a plain HTTP port? try http://)") from None
+            except ssl.SSLError as exc:
+                sock.close()
+                hint = (": the server did not answer with TLS (a plain HTTP port? try http://)"
+                        if "WRONG_VERSION_NUMBER" in str(exc) or "record layer failure" in str(exc) else f": {exc}")
+                raise HTTPError("connect", f"TLS handshake with {where} failed{hint}") from None
+            except OSError as exc:
+                sock.close()
+                raise HTTPError("connect", f"TLS handshake with {where} failed: {exc.strerror or exc} "
+                                "(a plain HTTP port? try http://)") from None
             self._stamped = False
         else:
             try:
@@ -249,8 +270,18 @@ class Connection:
                 self._stamped = True
             except OSError:
                 self._stamped = False
+        sock.settimeout(None)  # reads are bounded by the connection's deadline timer instead
         self.sock = sock
         self.connect_s = time.monotonic() - t0
+
+    def _peer_closed(self) -> bool:
+        """Whether the idle kept-alive socket has anything to read: the server's close (or bytes it
+        should not have sent). Either way the connection is not used for another request."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
 
     # Timeouts: one lazily re-armed timer per connection instead of a socket timeout, which in
     # gevent costs a Timeout object and a timer per blocking read (per chunk, on paced streams).
@@ -272,6 +303,15 @@ class Connection:
         elif self._reader is not None:
             self._reader.throw(HTTPError(self.timeout_kind, "deadline passed"))
 
+    def _guard(self) -> None:
+        """Before blocking on the socket: fail now if the deadline passed, else have the timer watch."""
+        if self.deadline != float("inf"):
+            if time.monotonic() >= self.deadline:
+                raise HTTPError(self.timeout_kind, "deadline passed")
+            if self.deadline < self._armed_for or self._armed_for == float("inf"):
+                self._arm()
+        self._reader = getcurrent()
+
     def disarm(self) -> None:
         self.deadline = float("inf")
         if self._timer is not None:
@@ -279,19 +319,15 @@ class Connection:
             self._armed_for = float("inf")
 
     def recv(self) -> tuple[bytes, float]:
-        """(bytes, arrival time); b'' when the peer closed. Raises HTTPError on timeout."""
-        if self.pending:
-            data, self.pending = self.pending, b""
-            return data, time.monotonic()
+        """(bytes, arrival time); b'' when the peer closed. Raises HTTPError on timeout.
+
+        The arrival time is the kernel's receive stamp when it is plausible (not before the
+        request was sent, not in the future), so a read the event loop got to late is still
+        dated when its bytes arrived, however late."""
         sock = self.sock
         if sock is None:
             return b"", time.monotonic()
-        if self.deadline != float("inf"):
-            if time.monotonic() >= self.deadline:
-                raise HTTPError(self.timeout_kind, "deadline passed")
-            if self.deadline < self._armed_for or self._armed_for == float("inf"):
-                self._arm()
-        self._reader = getcurrent()
+        self._guard()
         try:
             if self._stamped:
                 data, ancdata, _flags, _addr = sock.recvmsg(READ_SIZE, _CMSG_SPACE)
@@ -300,7 +336,7 @@ class Connection:
                     if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET:
                         sec, nsec = struct.unpack("qq", payload[:16])
                         stamped = realtime_to_monotonic(sec + nsec * 1e-9, now)
-                        if now - 1.0 < stamped <= now:
+                        if self.not_before <= stamped <= now:
                             return data, stamped
                 return data, now
             data = sock.recv(READ_SIZE)
@@ -312,70 +348,76 @@ class Connection:
         finally:
             self._reader = None
 
+    def feed(self, parser: _Parser, data: bytes) -> None:
+        """Hand received bytes to the parser; a framing error is HTTPError('protocol')."""
+        try:
+            parser.feed(data)
+        except HTTPParseError as exc:
+            if parser.complete:  # bytes after the end of the response: the connection is not reused
+                parser.trailing = True
+                return
+            self.close()
+            raise HTTPError("protocol", _describe_parse_error(exc, data)) from None
+
     def request(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"",
                 timeout_kind: str = "timeout") -> tuple[Response, float]:
         """Send a request; return its response (headers read) and the instant it was sent."""
         self.timeout_kind = timeout_kind
+        if self.sock is not None and (not self.reusable or self._peer_closed()):
+            self.close()
         reused = self.sock is not None
-        if not reused:
-            self._connect()
-        else:
+        if reused:
             self.connect_s = None
+        else:
+            self._connect()
+        self.reusable = False
         host = self.target.host if ":" not in self.target.host else f"[{self.target.host}]"
         head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{self.target.port}",
-                f"Content-Length: {len(body)}", "Connection: keep-alive"]
+                f"Content-Length: {len(body)}", "Connection: keep-alive", "Accept-Encoding: identity"]
         head += [f"{k}: {v}" for k, v in headers]
         payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
         t_sent = time.monotonic()
-        try:
-            self.sock.sendall(payload)
-            return self._read_head(method == "HEAD"), t_sent
-        except ConnectionLost:
-            if not reused:
-                raise
-        except OSError:
-            if not reused:
-                self.close()
-                raise ConnectionLost("connection failed while sending the request") from None
-        # A kept-alive connection the server had closed meanwhile: retry once on a new one.
-        self.close()
-        self._connect()
-        t_sent = time.monotonic()
+        self.not_before = t_sent
+        self._guard()
         try:
             self.sock.sendall(payload)
         except OSError as exc:
-            self.close()
-            raise ConnectionLost(f"connection failed while sending the request: {exc}") from None
-        return self._read_head(method == "HEAD"), t_sent
+            # The server may have answered and closed before reading it all (a 413): read that.
+            self._reader = None
+            try:
+                return self._read_head(method == "HEAD"), t_sent
+            except (ConnectionLost, HTTPError):
+                self.close()
+                again = " (a kept-alive connection; the request is not sent again)" if reused else ""
+                raise ConnectionLost(f"connection failed while sending the request: {exc.strerror or exc}"
+                                     f"{again}") from None
+        finally:
+            self._reader = None
+        try:
+            return self._read_head(method == "HEAD"), t_sent
+        except ConnectionLost as exc:
+            if reused:
+                raise ConnectionLost(f"{exc} on a kept-alive connection (the request is not sent again)") from None
+            raise
 
     def _read_head(self, head_only: bool) -> Response:
-        buf, t = b"", 0.0
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end >= 0:
-                head, rest = buf[:end], buf[end + 4:]
-                lines = head.decode("latin-1").split("\r\n")
-                parts = lines[0].split(" ", 2)
-                if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-                    self.close()
-                    raise HTTPError("protocol", f"malformed status line {lines[0][:60]!r}")
-                status = int(parts[1])
-                headers: dict[str, str] = {}
-                for line in lines[1:]:
-                    name, _, value = line.partition(":")
-                    key = name.strip().lower()
-                    headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-                if status == 100:  # 100 Continue: the real response follows
-                    buf = rest
-                    continue
-                keep = headers.get("connection", "").lower() != "close" and parts[0] == "HTTP/1.1"
-                return Response(self, status, parts[2] if len(parts) > 2 else "", headers, t, rest, keep,
-                                head_only)
-            if len(buf) > MAX_HEAD:
-                self.close()
-                raise HTTPError("protocol", "response head larger than 64 KiB")
+        parser, seen, first = _Parser(head_only), 0, b""
+        while not parser.headers_done:
             data, t = self.recv()
             if not data:
                 self.close()
                 raise ConnectionLost("connection closed before the response headers")
-            buf += data
+            if len(first) < 64:
+                first += data[:64]
+            seen += len(data)
+            try:
+                parser.feed(data)
+            except HTTPParseError as exc:
+                if not parser.complete:
+                    self.close()
+                    raise HTTPError("protocol", _describe_parse_error(exc, first)) from None
+                parser.trailing = True  # a whole response, then bytes that belong to none
+            if parser.head_size > MAX_HEAD or (not parser.headers_done and seen > MAX_HEAD):
+                self.close()
+                raise HTTPError("protocol", f"response head larger than {MAX_HEAD // 1024} KiB")
+        return Response(self, parser, t)

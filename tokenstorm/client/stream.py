@@ -15,7 +15,7 @@ from gevent import GreenletExit
 from ..core import tokenizer
 from ..core.formats import Format
 from ..core.records import Record
-from ..core.sse import SSEDecoder
+from ..core.sse import SSEDecoder, SSEError
 from .httpclient import Connection, ConnectionLost, HTTPError
 
 
@@ -25,6 +25,10 @@ class Timeouts:
     first_token_s: float = 120.0  # request sent -> first output chunk (prefill and queueing)
     stall_s: float = 30.0  # longest silence between output chunks
     total_s: float = 600.0  # request sent -> end of stream
+
+
+def _is_count(value) -> bool:
+    return type(value) is int and value >= 0
 
 
 @dataclass
@@ -78,11 +82,12 @@ class StreamAccount:
         self.finish_reason = reason
 
     def usage(self, prompt_tokens, completion_tokens, reasoning_tokens=None) -> None:
-        if isinstance(prompt_tokens, int):
+        """Token counts the server reported; anything but a count (true, -1, "12", 1.5) is ignored."""
+        if _is_count(prompt_tokens):
             self.usage_prompt = prompt_tokens
-        if isinstance(completion_tokens, int):
+        if _is_count(completion_tokens):
             self.usage_completion = completion_tokens
-        if isinstance(reasoning_tokens, int):
+        if _is_count(reasoning_tokens):
             self.usage_reasoning = reasoning_tokens
 
     def fail(self, error_type: str, message: str) -> None:
@@ -107,12 +112,35 @@ def _http_error_message(status: int, reason: str, body: bytes) -> str:
     return f"HTTP {status} {reason}: {message}".strip().rstrip(":") if message else f"HTTP {status} {reason}"
 
 
+def _refused_stream(response, fmt: Format) -> str | None:
+    """Why a 1xx-3xx answer is not a stream tokenstorm can time, or None when it is one."""
+    if 300 <= response.status < 400:
+        response.read_all(64 * 1024)  # to its end: the connection is then reused or closed as it says
+        location = response.headers.get("location")
+        where = f" to {location}" if location else ""
+        return (f"HTTP {response.status} {response.reason}: a redirect{where}; tokenstorm does not follow "
+                "redirects (point --host at the final URL)")
+    encoding = response.headers.get("content-encoding", "identity").lower()
+    if encoding not in ("", "identity"):
+        return (f"the server sent a {encoding}-encoded stream (Content-Encoding: {encoding}) although the "
+                "request asked for identity")
+    if fmt.sse and response.headers.get("content-type", "").lower().startswith("application/json"):
+        body = response.read_all(64 * 1024)
+        detail = _http_error_message(response.status, response.reason, body).split(": ", 1)
+        said = f" ({detail[1]})" if len(detail) > 1 else ""
+        return (f"the server answered {response.status} application/json, not an event stream{said}: "
+                "did it ignore stream: true?")
+    return None
+
+
 def stream_request(conn: Connection, path: str, body: bytes, headers: list[tuple[str, str]], fmt: Format,
                    timeouts: Timeouts, record: Record, prompt_tokens: int | None = None,
                    account: StreamAccount | None = None) -> Record:
     """Send a streaming POST on `conn`; fill `record` with what happened and return it.
 
-    Pass an `account` to keep what the stream carried (text, tool calls) beyond the record."""
+    Whatever the server sends, the record is one outcome: ok only when the stream ended as a
+    success, else one error class with a message. Pass an `account` to keep what the stream
+    carried (text, tool calls) beyond the record."""
     account = StreamAccount() if account is None else account
     record.t_start = time.time()
     t_end = None
@@ -128,6 +156,8 @@ def stream_request(conn: Connection, path: str, body: bytes, headers: list[tuple
             conn.deadline = total_deadline
             message = _http_error_message(response.status, response.reason, response.read_all(64 * 1024))
             account.fail("http_status", message)
+        elif (refused := _refused_stream(response, fmt)) is not None:
+            account.fail("http_status" if response.status >= 300 else "protocol", refused)
         else:
             _read_events(conn, response, fmt, account, timeouts, total_deadline)
         t_end = time.monotonic()
@@ -143,10 +173,17 @@ def stream_request(conn: Connection, path: str, body: bytes, headers: list[tuple
             account.fail(kind, str(exc))
         conn.close()
     except ConnectionLost as exc:
-        account.fail("truncated", f"{exc} after {account.chunks} output chunks")
+        after = f" after {account.chunks} output chunks" if account.t_headers is not None else ""
+        account.fail("truncated", f"{exc}{after}")
+        conn.close()
+    except SSEError as exc:
+        account.fail("protocol", str(exc))
         conn.close()
     except GreenletExit:  # the run is stopping: keep what this stream reached, the caller re-raises
         account.fail("cancelled", "the run stopped before the stream ended")
+        conn.close()
+    except Exception as exc:  # a bug of ours or a case nobody foresaw: a failed record, never an ok one
+        account.fail("client_error", f"{type(exc).__name__}: {exc}")
         conn.close()
     finally:
         conn.disarm()
@@ -166,7 +203,12 @@ def _read_events(conn: Connection, response, fmt: Format, account: StreamAccount
     for data, t in response.read_body():
         if decoder is not None:
             for event, payload in decoder.feed(data):
-                handle(event, payload, t, account)
+                try:
+                    handle(event, payload, t, account)
+                except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+                    # a field of an unexpected type (content a number, choices ["x"], delta a string)
+                    account.fail("malformed", f"unexpected event shape ({type(exc).__name__}: {exc}): "
+                                 f"{payload[:80]!r}")
         else:
             fmt.feed(data, t, account)
         if account.error_type:
@@ -217,4 +259,6 @@ def _finish_record(record: Record, account: StreamAccount, t_end: float | None,
         record.tokens_per_s = round(n / (record.e2e_ms / 1000), 3)
     if account.error_type:
         record.status, record.error_type, record.error = "error", account.error_type, account.error
+    else:
+        record.status = "ok"
     return record

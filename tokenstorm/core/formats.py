@@ -57,6 +57,12 @@ def _usage(obj: dict, account: Account) -> None:
                       details.get("reasoning_tokens") if isinstance(details, dict) else None)
 
 
+def _error_event_text(data: bytes) -> str:
+    """The message of an `event: error` whose data is not JSON (plain text, HTML)."""
+    text = data.decode("utf-8", "replace").strip()[:200]
+    return f"the server sent an error event: {text}" if text else "the server sent an empty error event"
+
+
 def _decode(event: str, data: bytes, account: Account) -> dict | None:
     """The event's JSON object, or None after reporting [DONE], an error or a malformed chunk."""
     if data == b"[DONE]":
@@ -65,7 +71,10 @@ def _decode(event: str, data: bytes, account: Account) -> dict | None:
     try:
         obj = json.loads(data)
     except ValueError:
-        account.fail("malformed", f"chunk is not valid JSON: {data[:80]!r}")
+        if event == "error":
+            account.fail("sse_error", _error_event_text(data))
+        else:
+            account.fail("malformed", f"chunk is not valid JSON: {data[:80]!r}")
         return None
     if not isinstance(obj, dict):
         account.fail("malformed", f"chunk is not a JSON object: {data[:80]!r}")
@@ -143,9 +152,15 @@ class AnthropicMessages(_SSEFormat):
         try:
             obj = json.loads(data)
         except ValueError:
-            account.fail("malformed", f"event is not valid JSON: {data[:80]!r}")
+            if event == "error":
+                account.fail("sse_error", _error_event_text(data))
+            else:
+                account.fail("malformed", f"event is not valid JSON: {data[:80]!r}")
             return
-        kind = obj.get("type") if isinstance(obj, dict) else None
+        if not isinstance(obj, dict):
+            account.fail("malformed", f"event is not a JSON object: {data[:80]!r}")
+            return
+        kind = obj.get("type")
         if kind == "content_block_delta":
             delta = obj.get("delta") or {}
             dtype = delta.get("type")

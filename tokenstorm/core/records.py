@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ERROR_TYPES = ("connect", "http_status", "timeout_first_token", "stall", "timeout_total", "sse_error",
-               "truncated", "malformed", "protocol", "cancelled")
+               "truncated", "malformed", "protocol", "cancelled", "client_error")
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Record:
     upstream: str = ""
     model: str = ""
     t_start: float = 0.0  # unix seconds when the request was sent
-    status: str = "ok"
+    status: str = ""  # ok or error, set when the request ended; never ok by default
     error_type: str = ""
     error: str = ""
     http_status: int | None = None

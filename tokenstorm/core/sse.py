@@ -17,6 +17,12 @@ from __future__ import annotations
 
 Event = tuple[str, bytes]
 
+MAX_EVENT_BYTES = 16 << 20  # a line or an event beyond this is an error, not a growing buffer
+
+
+class SSEError(ValueError):
+    """The stream broke a bound of the decoder (a line or an event too large)."""
+
 
 class SSEDecoder:
     __slots__ = ("_buf", "_data", "_event", "_pending_cr", "_started", "last_event_id", "retry_ms")
@@ -78,6 +84,8 @@ class SSEDecoder:
                     self.last_event_id = value.decode("utf-8", "replace")
             elif name == b"retry" and value.isdigit():
                 self.retry_ms = int(value)
+        if len(self._buf) > MAX_EVENT_BYTES or (self._data and sum(map(len, self._data)) > MAX_EVENT_BYTES):
+            raise SSEError(f"an SSE line or event larger than {MAX_EVENT_BYTES >> 20} MiB")
         return events
 
     def close(self) -> list[Event]:

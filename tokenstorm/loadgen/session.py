@@ -230,6 +230,9 @@ class Session:
 
     def finish(self, record: Record, name: str | None = None) -> None:
         """Keep the record and tell Locust: one request event, then TTFT/TPOT when it succeeded."""
+        if record.status not in ("ok", "error"):  # the request never reached its end (an error of ours)
+            record.status, record.error_type = "error", record.error_type or "client_error"
+            record.error = record.error or "the request ended without an outcome (an error in tokenstorm)"
         if self.writer is not None:
             self.writer.write(record)
         if self.role == "local":
@@ -385,8 +388,9 @@ def probe_models(settings: Settings) -> tuple[int, list[str]]:
     ids = []
     if response.status == 200:
         try:
-            ids = [m["id"] for m in json.loads(body).get("data", []) if isinstance(m, dict) and m.get("id")]
-        except (ValueError, AttributeError):
+            ids = [m["id"] for m in json.loads(body).get("data", []) if isinstance(m, dict)
+                   and isinstance(m.get("id"), str) and m["id"]]
+        except (ValueError, AttributeError, TypeError):
             ids = []
     return response.status, ids
 
