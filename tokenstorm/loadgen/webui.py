@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from flask import Response, request
 from ..core.records import RECORD_FIELDS
 from .options import SECRET_MASK, SECRET_OPTIONS
 
+REPORT_TIMEOUT_S = 300
 COLUMNS = [("name", "Upstream / scenario"), ("requests", "Requests"), ("failures", "Failures"),
            ("failclasses", "Failures by class"), ("tokps", "Output tokens/s"), ("inflight", "Streams in flight"),
            ("ttftp50", "TTFT P50 (ms)"), ("ttftp90", "TTFT P90"), ("ttftp99", "TTFT P99"),
@@ -114,18 +117,30 @@ def install(environment, current_session) -> None:
     @app.route(f"{base}/llm/report.html")
     @protect
     def llm_report():
-        from analysis.report import write_report
-        from analysis.results import load_results
-        from analysis.stats import RecordsError
-
         results_dir = flushed_results_dir()
         if results_dir is None:
             return Response("no run yet\n", status=404, mimetype="text/plain")
-        try:
-            write_report(load_results(results_dir))
-        except RecordsError as exc:
-            return Response(f"no report: {exc}\n", status=404, mimetype="text/plain")
+        problem = build_report_elsewhere(results_dir)
+        if problem:
+            return Response(f"no report: {problem}\n", status=404, mimetype="text/plain")
         return Response((results_dir / "report.html").read_text(), mimetype="text/html")
+
+
+def build_report_elsewhere(results_dir: Path) -> str:
+    """Write report.html for `results_dir` in another process; '' when done, else why not.
+
+    pandas and matplotlib take seconds: on this process's event loop they would stall every
+    stream in flight, and those streams' ITL would show the gap. Locust has gevent patch the
+    subprocess module, so waiting for the child lets the loop run."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "analysis", "report", str(results_dir)], capture_output=True,
+                              text=True, timeout=REPORT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"the report took longer than {REPORT_TIMEOUT_S} s"
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return lines[-1].removeprefix("analysis: ") if lines else f"the report exited {done.returncode}"
+    return ""
 
 
 CHART_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>tokenstorm: LLM charts</title>
