@@ -147,24 +147,6 @@ def test_bad_input_is_one_line_naming_the_file(runs, tmp_path):
         assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("name", ["overview", "compare", "sweep"])
-def test_notebooks_run_top_to_bottom(runs, monkeypatch, name):
-    import nbclient
-    import nbformat
-
-    path = ROOT / "analysis" / "notebooks" / f"{name}.ipynb"
-    notebook = nbformat.read(path, as_version=4)
-    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), "committed with outputs"
-    monkeypatch.setenv("RESULTS_DIR", str(runs["rerun"]))
-    monkeypatch.setenv("BASE_DIR", str(runs["base"]))
-    monkeypatch.setenv("SWEEP_DIRS", ",".join(str(runs[k]) for k in ("base", "rerun", "slower")))
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    nbclient.NotebookClient(notebook, timeout=240, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT)}}).execute()
-    outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
-    assert outputs and not any(o.get("output_type") == "error" for o in outputs)
-
-
 def test_a_plain_locust_folder_reports_from_its_csvs(runs, tmp_path):
     """Without per-request records, the report still reads Locust's stats and history CSVs."""
     folder = tmp_path / "locust-only"

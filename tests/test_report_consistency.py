@@ -177,3 +177,29 @@ def test_the_writer_and_the_analysis_share_one_record_schema(tmp_path):
     for name in NUMERIC_FIELDS:
         assert frame[name].dtype.kind in "fi", name
     assert metrics.failure_ratio(frame) == 1.0 and len(metrics.counted(frame)) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["overview", "compare", "sweep"])
+def test_notebooks_run_with_nbconvert_and_show_their_plots(runs, tmp_path, name):
+    """`python -m nbconvert --execute` (the dev extra) runs each notebook top to bottom against
+    small runs; every notebook shows at least one plot inline, not a file path."""
+    import nbformat
+
+    path = ROOT / "analysis" / "notebooks" / f"{name}.ipynb"
+    committed = nbformat.read(path, as_version=4)
+    assert all(not cell.get("outputs") for cell in committed.cells if cell.cell_type == "code"), "committed w/ outputs"
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    env = clean_env(RESULTS_DIR=str(runs["long"]), BASE_DIR=str(runs["short"]), PYTHONPATH=str(ROOT),
+                    SWEEP_DIRS=",".join(str(runs[k]) for k in ("short", "long", "faults")))
+    result = subprocess.run([sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute",
+                             "--ExecutePreprocessor.timeout=240", "--output-dir", str(tmp_path), str(path)],
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    executed = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+    outputs = [o for cell in executed.cells for o in cell.get("outputs", [])]
+    assert outputs and not any(o.get("output_type") == "error" for o in outputs)
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert images, f"{name}: no inline plot"
+    assert not any("PosixPath(" in str(o.get("data", {}).get("text/plain", "")) for o in outputs)
