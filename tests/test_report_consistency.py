@@ -10,16 +10,19 @@ import json
 import re
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
-from locust_procs import clean_env, locust_cmd
+from locust_procs import LOCUST, LOCUSTFILE, clean_env, free_port, locust_cmd, stop_all, wait_until
 
 from analysis import metrics
 from analysis.stats import NUMERIC, TEXT, load_records, summarize
 from tokenstorm.client.writer import RecordWriter
 from tokenstorm.core.records import CANCELLED, NUMERIC_FIELDS, RECORD_FIELDS, TEXT_FIELDS, Record
-from tokenstorm.loadgen.live import LiveStats
+from tokenstorm.loadgen.live import WINDOW_S, LiveStats
 from tokenstorm.mockproc import ROOT, MockProcess
 
 
@@ -157,6 +160,43 @@ def test_live_tab_figures_after_the_run_are_the_reports(runs):
     assert row["goodput"] == pytest.approx(summary["goodput_req_s"], rel=0.05)
     ok = metrics.succeeded(metrics.counted(records))
     assert row["ttftp99"] == pytest.approx(metrics.percentiles(ok["ttft_ms"].to_numpy(), [99])[0], abs=0.01)
+
+
+def _get_json(port: int, path: str) -> dict:
+    return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10).read())
+
+
+def test_web_ui_llm_tab_keeps_the_whole_runs_tokens_per_s_after_the_run(start_mock, tmp_path):
+    """A run started from the web UI; once it has stopped and its last record is older than the
+    charts' window, the LLM tab still shows the run's output tokens/s: the report's number."""
+    mock = start_mock("--ttft-ms", "30", "--itl-ms", "10", "--output-tokens", "20", "--jitter", "0")
+    port, results = free_port(), tmp_path / "results"
+    web = subprocess.Popen([LOCUST, "-f", LOCUSTFILE, "--host", mock.url, "--web-host", "127.0.0.1", "--web-port",
+                            str(port), "--results-dir", str(results)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env=clean_env(), cwd=ROOT)
+    try:
+        def up() -> bool:
+            try:
+                return bool(_get_json(port, "/stats/requests"))
+            except OSError:
+                return False
+
+        wait_until(up, "the Locust web UI to answer", 30)
+        form = urllib.parse.urlencode({"user_count": 4, "spawn_rate": 4, "host": mock.url,
+                                       "total_requests": 40}).encode()
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/swarm", data=form, timeout=10)
+        wait_until(lambda: _get_json(port, "/stats/requests")["state"] == "stopped", "the run to stop", 60)
+        records = load_records(results)
+        last_end = float(metrics.end_times(records).max())
+        wait_until(lambda: time.time() > last_end + WINDOW_S + 1.5, "the charts' window to pass the run", 30)
+        (row,) = _get_json(port, "/stats/requests")["extended_stats"][0]["data"]
+        history = _get_json(port, "/llm/data")["history"]
+    finally:
+        stop_all(web)
+    summary = summarize(records)
+    assert row["requests"] == 40 == summary["requests"]
+    assert row["tokps"] == pytest.approx(summary["throughput_output_tok_s"], rel=0.05) and row["tokps"] > 0
+    assert history and history[-1]["tok_s"] == 0  # the chart is the last 10 s; the table is the run
 
 
 def test_the_writer_and_the_analysis_share_one_record_schema(tmp_path):
