@@ -26,7 +26,9 @@ def load_description(metadata: dict) -> str:
     users = metadata.get("users")
     arrivals = settings.get("arrivals")
     if arrivals and arrivals.get("stages"):
-        stages = ", then ".join(f"{rate:g} req/s for {_seconds(duration)}" for duration, rate in arrivals["stages"])
+        stages = ", then ".join(f"{rate:g} req/s " + ("until stopped" if math.isinf(duration) else
+                                                       f"for {_seconds(duration)}")
+                                for duration, rate in arrivals["stages"])
         text = f"open loop, {arrivals.get('process', '')} arrivals: {stages}"
         if users:
             text += f"; at most {users} streams in flight"
@@ -84,7 +86,8 @@ def run_context(metadata: dict, records: pd.DataFrame, warmup_s: float = 0.0) ->
         rows.append(("Load", load_description(metadata)))
         request = [f"max_tokens {settings.get('max_tokens')}" + (" (ignore_eos)" if settings.get("ignore_eos") else "")]
         if not scenario:
-            request.append(f"prompt {settings.get('prompt_chars', 0):,} characters ({settings.get('api', '')} API)")
+            api = f" ({settings['api']} API)" if settings.get("api") else ""
+            request.append(f"prompt {settings.get('prompt_chars', 0):,} characters{api}")
         if settings.get("temperature") is not None:
             request.append(f"temperature {settings['temperature']:g}")
         request.append("usage requested" if settings.get("include_usage") else "usage not requested")
