@@ -52,13 +52,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.folder}/report.md, report.html, summary.json, plots/")
         elif args.command == "compare":
             from .compare import compare, format_comparison
+            from .context import config_differences
             from .results import load_results
 
             base, new = load_results(args.base, args.warmup), load_results(args.new, args.warmup)
-            result = compare(base.records, new.records, args.threshold, args.resamples)
-            print(format_comparison(result, args.base, args.new))
+            result = compare(base.records, new.records, args.threshold, args.resamples, slos=base.slos)
+            differences = config_differences(base.metadata, new.metadata)
+            result["config_differences"] = [{"setting": k, "base": a, "new": b} for k, a, b in differences]
+            print(format_comparison(result, args.base, args.new, differences))
             if args.json:
-                Path(args.json).write_text(json.dumps(result, indent=1))
+                Path(args.json).write_text(json.dumps(result, indent=1, default=str))
             return 1 if result["regressions"] else 0
         elif args.command == "sweep":
             from .curve import knee, plot_sweep, sweep_points

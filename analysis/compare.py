@@ -7,6 +7,11 @@ worse (higher latency, lower per-request tokens/s) and beyond the threshold. Tai
 are compared only with enough samples (P90: 100, P99: 1,000 in both runs): the bootstrap of a
 percentile resting on a few tail points is not to be trusted. The exit code is 1 when there
 is a regression (for CI pipelines), 0 otherwise.
+
+Run-level figures (analysis.metrics: failure ratio, throughput, output tokens/s, goodput) are
+one number per run, with no interval: throughput and goodput are a regression when lower by
+the threshold or more, the failure ratio when higher by a tenth of it in percentage points
+(10% -> 1 point). Cancelled requests (cut off by the end of a run) are never failures.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .stats import needed_samples
+from . import metrics
+from .metrics import needed_samples
+from .stats import METRICS
 
 COMPARED = {  # metric -> True when higher is worse
     "ttft_ms": True, "tpot_ms": True, "e2e_ms": True, "itl_max_ms": True, "tokens_per_s": False,
@@ -50,11 +57,35 @@ def _bootstrap(a: np.ndarray, b: np.ndarray, resamples: int, rng) -> dict[str, n
     return {stat: np.concatenate(v) for stat, v in out.items()}
 
 
+RATES = {"throughput_req_s": metrics.throughput_req_s, "output_tok_s": metrics.output_tokens_per_s}
+LABELS = {**METRICS, "failure_ratio": "failure ratio", "throughput_req_s": "throughput (req/s)",
+          "output_tok_s": "output tokens/s", "goodput_req_s": "goodput (req/s)"}
+
+
+def _run_rows(base: pd.DataFrame, new: pd.DataFrame, threshold_pct: float, slos: dict[str, float]) -> list[dict]:
+    """One row per run-level figure: failure ratio, throughput, output tokens/s, goodput."""
+    ra, rb = metrics.failure_ratio(base), metrics.failure_ratio(new)
+    rows = [{"metric": "failure_ratio", "stat": "ratio", "base": ra, "new": rb, "change_pct": (rb - ra) * 100,
+             "ci_low_pct": None, "ci_high_pct": None, "significant": rb > ra,
+             "regression": (rb - ra) * 100 >= threshold_pct / 10}]
+    rates = dict(RATES)
+    if slos:
+        rates["goodput_req_s"] = lambda records: metrics.goodput_req_s(records, slos)
+    for name, rate in rates.items():
+        va, vb = rate(base), rate(new)
+        change = (vb - va) / va * 100 if va else 0.0
+        rows.append({"metric": name, "stat": "run", "base": va, "new": vb, "change_pct": change,
+                     "ci_low_pct": None, "ci_high_pct": None, "significant": abs(change) >= threshold_pct,
+                     "regression": change <= -threshold_pct, "note": "one value per run"})
+    return rows
+
+
 def compare(base: pd.DataFrame, new: pd.DataFrame, threshold_pct: float = 10.0, resamples: int = 1000,
-            confidence: float = 0.95, seed: int = 0) -> dict:
+            confidence: float = 0.95, seed: int = 0, slos: dict[str, float] | None = None) -> dict:
+    """Base vs new records; `slos` (the base run's, applied to both) adds a goodput row."""
     rng = np.random.default_rng(seed)
     rows = []
-    base_ok, new_ok = base[base["status"] == "ok"], new[new["status"] == "ok"]
+    base_ok, new_ok = metrics.succeeded(base), metrics.succeeded(new)
     for metric, higher_is_worse in COMPARED.items():
         a = base_ok[metric].dropna().to_numpy(dtype=float)
         b = new_ok[metric].dropna().to_numpy(dtype=float)
@@ -82,26 +113,33 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, threshold_pct: float = 10.0, 
         worse = row["change_pct"] > 0 if higher_is_worse else row["change_pct"] < 0
         row |= {"ci_low_pct": float(low), "ci_high_pct": float(high), "significant": significant,
                 "regression": significant and worse and abs(row["change_pct"]) >= threshold_pct}
-    for name, fa, fb in (("failure_ratio", base, new),):
-        ra = float((fa["status"] != "ok").mean()) if len(fa) else 0.0
-        rb = float((fb["status"] != "ok").mean()) if len(fb) else 0.0
-        rows.append({"metric": name, "stat": "ratio", "base": ra, "new": rb,
-                     "change_pct": (rb - ra) * 100, "ci_low_pct": None, "ci_high_pct": None,
-                     "significant": rb > ra, "regression": (rb - ra) * 100 >= threshold_pct / 10})
+    rows += _run_rows(base, new, threshold_pct, {k: v for k, v in (slos or {}).items() if v})
     return {"threshold_pct": threshold_pct, "confidence": confidence, "per_test_confidence": per_test,
             "resamples": resamples, "rows": rows,
             "regressions": [f"{r['metric']} {r['stat']}" for r in rows if r["regression"]]}
 
 
-def format_comparison(result: dict, base_name: str, new_name: str) -> str:
+def _stat_label(stat: str) -> str:
+    return stat.upper().replace("_", ".") if stat.startswith("p") else stat
+
+
+def format_comparison(result: dict, base_name: str, new_name: str,
+                      differences: list[tuple[str, object, object]] | None = None) -> str:
     lines = [f"=== compare: {base_name} -> {new_name} (flagged: the {result['per_test_confidence']:.2%} bootstrap "
              f"interval excludes 0, {result['confidence']:.0%} for the whole table; regression: flagged, worse "
-             f"and >= {result['threshold_pct']:g}%) ===",
-             f"{'metric':<16}{'stat':>6}{'base':>12}{'new':>12}{'change':>10}{'interval':>22}  verdict"]
+             f"and >= {result['threshold_pct']:g}%) ==="]
+    if differences is not None:
+        if differences:
+            lines.append("config differences (base -> new):")
+            lines += [f"  {key}: {a!r} -> {b!r}" for key, a, b in differences]
+        else:
+            lines.append("config differences: none (same settings, users and versions)")
+    lines.append(f"{'metric':<22}{'stat':>6}{'base':>12}{'new':>12}{'change':>10}{'interval':>22}  verdict")
     for r in result["rows"]:
         interval = "" if r["ci_low_pct"] is None else f"[{r['ci_low_pct']:+.1f}%, {r['ci_high_pct']:+.1f}%]"
         verdict = "REGRESSION" if r["regression"] else ("changed" if r["significant"] else r.get("note", "noise"))
-        lines.append(f"{r['metric']:<16}{r['stat']:>6}{r['base']:>12.3f}{r['new']:>12.3f}{r['change_pct']:>+9.1f}%"
-                     f"{interval:>22}  {verdict}")
+        change = f"{r['change_pct']:>+8.1f}" + ("pt" if r["metric"] == "failure_ratio" else "% ")
+        lines.append(f"{LABELS.get(r['metric'], r['metric']):<22}{_stat_label(r['stat']):>6}{r['base']:>12.3f}"
+                     f"{r['new']:>12.3f}{change}{interval:>22}  {verdict}")
     lines.append("regressions: " + (", ".join(result["regressions"]) or "none"))
     return "\n".join(lines)

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .plots import subplots
 from .results import load_results
 from .stats import summarize
 from .timeseries import windows
@@ -58,7 +55,7 @@ def knee(points: pd.DataFrame, min_gain: float = 0.10) -> int | None:
 
 
 def plot_sweep(points: pd.DataFrame, path: Path, knee_index: int | None) -> Path:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = subplots(1, 2, figsize=(11, 4))
     left.plot(points["concurrency"], points["output_tok_s"], "o-", label="output tokens/s")
     left.set_xlabel("concurrency (streams)")
     left.set_ylabel("output tokens/s")
@@ -82,5 +79,4 @@ def plot_sweep(points: pd.DataFrame, path: Path, knee_index: int | None) -> Path
     fig.suptitle("Throughput vs latency over the sweep")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

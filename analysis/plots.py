@@ -1,24 +1,36 @@
-"""The report's plots, as PNG files (matplotlib, headless)."""
+"""The report's plots, as PNG files.
+
+Figures are made with matplotlib's object API (matplotlib.figure.Figure), never pyplot: no global
+backend is set, so importing this in a notebook keeps its inline plots, and reports drawn from
+the web UI's threads share no pyplot state.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-from . import timeseries
+from . import metrics, timeseries
+
+TITLES = {"ttft": "TTFT distribution", "tpot": "TPOT distribution", "over_time": "Over time",
+          "errors": "Errors over time", "by_upstream": "TTFT by upstream", "by_scenario": "TTFT by scenario",
+          "by_model": "TTFT by model"}
 
 
-def _save(fig, path: Path) -> Path:
+def subplots(rows: int = 1, cols: int = 1, **kwargs):
+    """A Figure and its axes, like pyplot.subplots but with no pyplot state."""
+    figsize = kwargs.pop("figsize", None)
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, **kwargs)
+
+
+def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -27,7 +39,7 @@ def distribution(values: pd.Series, label: str, path: Path) -> Path | None:
     values = values.dropna().to_numpy()
     if not len(values):
         return None
-    fig, (hist, cdf) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (hist, cdf) = subplots(1, 2, figsize=(10, 3.6))
     hist.hist(values, bins=min(60, max(10, len(values) // 10)), color="#4c72b0")
     hist.set_xlabel(label)
     hist.set_ylabel("requests")
@@ -51,7 +63,7 @@ def distribution(values: pd.Series, label: str, path: Path) -> Path | None:
 def over_time(series: pd.DataFrame, path: Path) -> Path | None:
     if series.empty:
         return None
-    fig, (lat, thr) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    fig, (lat, thr) = subplots(2, 1, figsize=(10, 6), sharex=True)
     for column, label, style in (("ttft_p50", "TTFT P50", "-"), ("ttft_p99", "TTFT P99", "--")):
         lat.plot(series["t_s"], series[column], style, marker="o", markersize=3, label=label)
     lat.set_ylabel("TTFT (ms)")
@@ -76,7 +88,7 @@ def errors(records: pd.DataFrame, path: Path, width_s: float) -> Path | None:
     table = timeseries.error_windows(records, width_s)
     if table.empty:
         return None
-    fig, ax = plt.subplots(figsize=(10, 3.2))
+    fig, ax = subplots(figsize=(10, 3.2))
     bottom = np.zeros(len(table))
     for column in table.columns:
         ax.bar(table.index, table[column], width=width_s * 0.9, bottom=bottom, label=column, align="edge")
@@ -91,12 +103,12 @@ def errors(records: pd.DataFrame, path: Path, width_s: float) -> Path | None:
 def by_group(records: pd.DataFrame, column: str, path: Path) -> Path | None:
     if column not in records.columns or records[column].nunique() < 2:
         return None
-    ok = records.loc[records["status"] == "ok", [column, "ttft_ms"]]
+    ok = metrics.succeeded(records)[[column, "ttft_ms"]]
     groups = [(name, g["ttft_ms"].dropna().to_numpy()) for name, g in ok.groupby(column, observed=True)]
     groups = [(n, v) for n, v in groups if len(v)]
     if len(groups) < 2:
         return None
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+    fig, ax = subplots(figsize=(10, 3.6))
     ax.boxplot([v for _, v in groups], showfliers=False)
     ax.set_xticks(range(1, len(groups) + 1), [str(n) for n, _ in groups], rotation=15)
     ax.set_ylabel("TTFT (ms)")
@@ -111,7 +123,7 @@ def locust_history(history: pd.DataFrame | None, path: Path) -> Path | None:
     series = timeseries.from_locust_history(history)
     if series.empty:
         return None
-    fig, (lat, thr) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    fig, (lat, thr) = subplots(2, 1, figsize=(10, 5.5), sharex=True)
     lat.plot(series["t_s"], series["p50_ms"], "o-", markersize=3, label="P50 (Locust, bucketed)")
     lat.plot(series["t_s"], series["p99_ms"], "o--", markersize=3, label="P99 (Locust, bucketed)")
     lat.set_ylabel("response time (ms)")

@@ -10,12 +10,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import plots, timeseries
+from . import metrics, plots, timeseries
+from .context import run_context
+from .metrics import PERCENTILES, describe, percentile_key, percentile_label
 from .results import Results
-from .stats import METRICS, PERCENTILES, UNSENT_SUFFIX, describe, percentile_key, summarize
+from .stats import METRICS, UNSENT_SUFFIX, summarize
 
-GROUP_COLUMNS = ("scenario", "upstream", "model", "worker_id")
+GROUP_COLUMNS = {"scenario": "Scenario", "upstream": "Upstream", "model": "Model", "worker_id": "Worker"}
 STAT_COLUMNS = ("count", "min", "mean", "stddev", *(percentile_key(p) for p in PERCENTILES), "max")
+STAT_LABELS = ("Count", "Min", "Mean", "Std dev", *(percentile_label(p) for p in PERCENTILES), "Max")
+CROSS_CHECK_LABELS = {
+    "usage_vs_tokenizer_mismatch_rate": "usage and tokenizer disagree (share of requests)",
+    "usage_vs_tokenizer_mean_abs_diff": "usage vs tokenizer, mean difference (tokens)",
+    "usage_vs_chunks_mismatch_rate": "usage and chunk count disagree (share of requests)",
+}
 
 
 def _clean(value):
@@ -35,9 +43,9 @@ def build_summary(results: Results) -> dict:
     for column in GROUP_COLUMNS:
         if column in records.columns and records[column].nunique() > 1:
             groups[column] = {}
-            for name, frame in records.groupby(column, observed=True):
-                ok = frame[frame["status"] == "ok"]
-                groups[column][str(name)] = {"requests": len(frame), "failed": int((frame["status"] != "ok").sum()),
+            for name, frame in metrics.counted(records).groupby(column, observed=True):
+                ok = metrics.succeeded(frame)
+                groups[column][str(name)] = {"requests": len(frame), "failed": len(metrics.failed(frame)),
                                              "metrics": {m: describe(ok[m]) for m in METRICS if m in ok.columns}}
     summary["groups"] = groups
     summary["cross_checks"] = cross_checks(records)
@@ -121,10 +129,19 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def errors_table(summary: dict) -> list[list[str]]:
+    """One row per failure class (they add up to the failed requests); HTTP statuses in a column."""
+    failed = summary["failed"]
+    statuses = ", ".join(f"{k} x{v}" for k, v in sorted((summary.get("failures_by_status") or {}).items()))
+    return [[name, f"{count:,}", f"{count / failed:.1%}" if failed else "-", statuses if name == "http_status" else ""]
+            for name, count in sorted(summary["failures_by_class"].items(), key=lambda item: (-item[1], item[0]))]
+
+
 def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """(title, text, table header, table rows) for both the Markdown and the HTML report."""
-    header = ["metric (ok requests)", *STAT_COLUMNS]
-    out = []
+    header = ["Metric (successful requests)", *STAT_LABELS]
+    out = [("Run", "What was run, against what, when and with what (from the run's metadata).", ["Setting", "Value"],
+            [[label, value] for label, value in run_context(results.metadata, results.records, results.warmup_s)])]
     text = (f"{summary['requests']:,} requests, {summary['ok']:,} ok, {summary['failed']:,} failed "
             f"({summary['failure_ratio']:.2%}); window {summary['window_s']:.1f} s; "
             f"{summary['throughput_req_s']:.2f} req/s, {summary['throughput_output_tok_s']:,.1f} output tokens/s")
@@ -132,26 +149,28 @@ def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str]
         slos = ", ".join(f"{k.removesuffix('_ms')} <= {v:g} ms" for k, v in summary["slos"].items())
         text += f"; goodput {summary['goodput_req_s']:.2f} req/s ({summary['slo_attainment']:.1%} meet {slos})"
     if summary.get("cancelled"):
-        text += f"; {summary['cancelled']} cancelled by the end of the run (not counted)"
+        text += (f"; {summary['cancelled']} cancelled by the end of the run (neither failures nor successes, "
+                 "left out of every figure)")
     if results.warmup_s:
         text += f"; the first {results.warmup_s:g} s are left out (warm-up)"
     out.append(("Summary", text, header, _metric_table(summary["metrics"])))
     if summary["failures_by_class"]:
-        rows = [[k, str(v)] for k, v in sorted(summary["failures_by_class"].items())]
-        rows += [[f"HTTP {k}", str(v)] for k, v in sorted((summary.get("failures_by_status") or {}).items())]
-        out.append(("Errors", "Failed requests by class (and by HTTP status).", ["class", "requests"], rows))
+        out.append(("Errors", f"{summary['failed']:,} failed requests by class; the HTTP statuses of the "
+                    "http_status class in the last column.", ["Class", "Requests", "Share of failures",
+                                                              "HTTP statuses"], errors_table(summary)))
     for column, groups in summary["groups"].items():
         for name, group in groups.items():
-            out.append((f"{column} = {name}", f"{group['requests']:,} requests, {group['failed']:,} failed",
-                        header, _metric_table(group["metrics"])))
+            out.append((f"{GROUP_COLUMNS[column]}: {name}",
+                        f"{group['requests']:,} requests, {group['failed']:,} failed", header,
+                        _metric_table(group["metrics"])))
     checks = summary["cross_checks"]
     if checks:
         out.append(("Cross-checks", "Output tokens counted three ways (usage, tokenizer, chunks).",
-                    ["check", "value"], [[k, f"{v:.4g}"] for k, v in checks.items()]))
+                    ["Check", "Value"], [[CROSS_CHECK_LABELS.get(k, k), f"{v:.4g}"] for k, v in checks.items()]))
     if summary.get("client_vs_timing"):
         out.append(("Client load vs timings", "TTFT of requests whose first token arrived while the client's event "
                     "loop lagged this much: higher TTFT in laggy seconds means the client distorted the timings.",
-                    ["event-loop lag", "requests", "client CPU mean", "TTFT P50", "TTFT P99"],
+                    ["Event-loop lag", "Requests", "Client CPU mean (%)", "TTFT P50 (ms)", "TTFT P99 (ms)"],
                     [[r["loop_lag"], str(r["requests"]), _fmt(r["cpu_pct_mean"]), _fmt(r["ttft_p50"]),
                       _fmt(r["ttft_p99"])] for r in summary["client_vs_timing"]]))
     if results.locust_stats is not None:
@@ -168,12 +187,12 @@ def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str]
                     [[str(v) for v in row] for row in failures[columns].itertuples(index=False)]))
     lost = summary.get("lost_workers") or {}
     if lost:
-        out.append(("Lost workers", "Workers that stopped answering during the run.", ["worker", "finished requests"],
+        out.append(("Lost workers", "Workers that stopped answering during the run.", ["Worker", "Finished requests"],
                     [[w, str(f["requests_finished"])] for w, f in lost.items()]))
     if summary.get("master_died"):
         out.append(("Master lost", "The master died during the run. These workers kept the records it never "
                     "confirmed (each record is counted once); its own metadata and Locust's CSVs may be missing.",
-                    ["file"], [[name] for name in summary["master_died"]]))
+                    ["File"], [[name] for name in summary["master_died"]]))
     warnings = []
     clients = summary.get("client") or {}
     if isinstance(clients, dict) and "warnings" in clients:
@@ -183,7 +202,7 @@ def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str]
             warnings.append([str(worker), warning])
     if warnings:
         out.append(("Client self-check", "The load generator was busy enough to distort timings:",
-                    ["process", "warning"], warnings))
+                    ["Process", "Warning"], warnings))
     return out
 
 
@@ -192,7 +211,7 @@ def write_report(results: Results, window_s: float = 5.0, per_request: bool = Fa
     summary = build_summary(results)
     plot_dir = folder / "plots"
     plot_dir.mkdir(exist_ok=True)
-    ok = results.records[results.records["status"] == "ok"]
+    ok = metrics.succeeded(results.records)
     made = [plots.distribution(ok["ttft_ms"], "TTFT (ms)", plot_dir / "ttft.png"),
             plots.distribution(ok["tpot_ms"], "TPOT (ms)", plot_dir / "tpot.png"),
             plots.over_time(timeseries.windows(results.records, window_s), plot_dir / "over_time.png")
@@ -207,7 +226,7 @@ def write_report(results: Results, window_s: float = 5.0, per_request: bool = Fa
     for name, text, header, rows in sections:
         md += [f"## {name}", "", text, "", _markdown_table(header, rows) if rows else "", ""]
     md.append("`*` a percentile over fewer samples than it needs (P99 needs 100, P99.9 needs 1,000).")
-    md += ["", "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in made]
+    md += ["", "## Plots", ""] + [f"![{plots.TITLES.get(p.stem, p.stem)}](plots/{p.name})" for p in made]
     (folder / "report.md").write_text("\n".join(md) + "\n")
     (folder / "report.html").write_text(_html(title, sections, made))
     export = {"config": results.config, "summary": _clean(summary),
@@ -235,6 +254,7 @@ def _html(title: str, sections, images: list[Path]) -> str:
     parts.append("<h2>Plots</h2>")
     for image in images:
         data = base64.b64encode(image.read_bytes()).decode()
-        parts.append(f"<h3>{esc(image.stem)}</h3><img alt='{esc(image.stem)}' src='data:image/png;base64,{data}'>")
+        name = esc(plots.TITLES.get(image.stem, image.stem))
+        parts.append(f"<h3>{name}</h3><img alt='{name}' src='data:image/png;base64,{data}'>")
     parts.append("</body></html>")
     return "\n".join(parts)

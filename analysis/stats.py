@@ -1,8 +1,9 @@
 """Exact statistics from per-request records (pandas; no Locust import).
 
-Percentiles use linear interpolation (numpy's default) over the raw values, never Locust's
-bucketed histogram. Latency statistics are over successful requests; failures are counted
-by class. The failure ratio is failed requests / all requests.
+The metrics themselves (failure ratio, window, throughput, goodput, percentiles) are defined
+once in analysis.metrics; the record columns come from the schema in tokenstorm.core.records.
+Latency statistics are over successful requests; failures are counted by class; cancelled
+requests (cut off by the end of the run) are counted apart.
 """
 
 from __future__ import annotations
@@ -10,18 +11,21 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-PERCENTILES = (50, 90, 95, 99, 99.9)
+from tokenstorm.core.records import NUMERIC_FIELDS, TEXT_FIELDS
+
+from . import metrics
+from .metrics import describe
+
 METRICS = {  # column -> label
     "ttft_ms": "TTFT (ms)",
     "tpot_ms": "TPOT (ms)",
     "e2e_ms": "E2E (ms)",
-    "tokens_per_s": "tokens/s per request",
+    "tokens_per_s": "Tokens/s per request",
     "ttfb_ms": "TTFB (ms)",
     "itl_max_ms": "ITL max (ms)",
-    "output_tokens": "output tokens",
+    "output_tokens": "Output tokens",
 }
 REPORT_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms", "tokens_per_s")
 LATE_MS = 10.0  # an open-loop request sent later than this after its intended time: the client fell behind
@@ -32,9 +36,8 @@ class RecordsError(Exception):
     """Records that cannot be read; the message names the file and the problem."""
 
 
-NUMERIC = ("t_start", "http_status", "connect_ms", "ttfb_ms", "ttft_ms", "ttfvt_ms", "e2e_ms", "total_ms",
-           "tpot_ms", "itl_mean_ms", "itl_max_ms", "input_tokens", "output_tokens", "output_tokens_usage",
-           "output_tokens_tokenizer", "reasoning_tokens", "chunks", "tokens_per_s", "t_intended", "schedule_lag_ms")
+NUMERIC = tuple(NUMERIC_FIELDS)  # the schema's number columns (tokenstorm.core.records)
+TEXT = tuple(TEXT_FIELDS)
 CATEGORIES = ("status", "error_type", "worker_id", "scenario", "upstream", "model", "output_tokens_source",
               "finish_reason")
 REQUIRED = ("request_id", "worker_id", "t_start", "status", "error_type", "ttft_ms", "e2e_ms", "output_tokens")
@@ -54,9 +57,7 @@ def load_records(directory: str | Path) -> pd.DataFrame:
     for file in files:
         _check_complete(file)
         try:
-            frame = pd.read_csv(file, dtype={"error": "string", "error_type": "string", "status": "string",
-                                             "finish_reason": "string", "worker_id": "string",
-                                             "request_id": "string"}, keep_default_na=False,
+            frame = pd.read_csv(file, dtype=dict.fromkeys(TEXT, "string"), keep_default_na=False,
                                 na_values={c: [""] for c in NUMERIC})
         except (OSError, ValueError, pd.errors.ParserError) as exc:
             raise RecordsError(f"{file}: cannot read it ({str(exc).splitlines()[0]})") from None
@@ -98,56 +99,24 @@ def _check_complete(file: Path) -> None:
             raise RecordsError(f"{file} line {lines}: the last record is cut short (no line end)")
 
 
-def describe(values: pd.Series) -> dict:
-    """count, min, max, mean, median, stddev and the PERCENTILES (linear interpolation)."""
-    array = values.to_numpy(dtype=float, na_value=np.nan)
-    array = array[~np.isnan(array)]
-    if not array.size:
-        return {"count": 0}
-    out = {"count": int(array.size), "min": float(array.min()), "max": float(array.max()),
-           "mean": float(array.mean()), "stddev": float(array.std(ddof=1)) if array.size > 1 else 0.0}
-    points = np.percentile(array, [50, *PERCENTILES])  # one partition for all of them
-    out["median"] = float(points[0])
-    thin = []
-    for p, value in zip(PERCENTILES, points[1:], strict=True):
-        key = percentile_key(p)
-        out[key] = float(value)
-        if array.size < needed_samples(p):
-            thin.append(key)
-    out["few_samples"] = thin  # percentiles computed over fewer samples than they need
-    return out
-
-
-def percentile_key(p: float) -> str:
-    return f"p{p:g}".replace(".", "_")
-
-
-def needed_samples(p: float) -> int:
-    """A percentile p says something about the tail only with at least 1 / (1 - p) samples."""
-    return math.ceil(1 / (1 - p / 100) - 1e-9)
-
-
 def summarize(records: pd.DataFrame, slos: dict[str, float] | None = None) -> dict:
-    """Totals, failures by class, throughput, goodput and exact latency statistics."""
-    cancelled = int((records["error_type"] == "cancelled").sum())
-    if cancelled:  # cut off by the end of the run, not failures
-        records = records[records["error_type"] != "cancelled"]
+    """Totals, failures by class, throughput, goodput and exact latency statistics (analysis.metrics)."""
+    cancelled = int(metrics.cancelled_mask(records).sum())
+    records = metrics.counted(records)  # cut off by the end of the run: not failures, not counted
     total = len(records)
-    ok = records[records["status"] == "ok"]
-    failed = records[records["status"] != "ok"]
-    start = records["t_start"].min() if total else math.nan
-    ends = records["t_start"] + records["total_ms"].fillna(records["e2e_ms"]).fillna(0) / 1000
-    window = float(ends.max() - start) if total else 0.0
+    ok = metrics.succeeded(records)
+    failed = metrics.failed(records)
+    window = metrics.window_s(records)
     summary: dict = {
         "requests": total,
         "ok": len(ok),
         "failed": len(failed),
-        "failure_ratio": (len(failed) / total) if total else 0.0,
+        "failure_ratio": metrics.failure_ratio(records),
         "cancelled": cancelled,
         "failures_by_class": {str(k): int(v) for k, v in failed["error_type"].value_counts().items() if v},
         "window_s": round(window, 3),
-        "throughput_req_s": (len(ok) / window) if window > 0 else 0.0,
-        "throughput_output_tok_s": (float(ok["output_tokens"].sum()) / window) if window > 0 else 0.0,
+        "throughput_req_s": metrics.throughput_req_s(records, window),
+        "throughput_output_tok_s": metrics.output_tokens_per_s(records, window),
         "metrics": {column: describe(ok[column]) for column in METRICS if column in ok.columns},
     }
     if "t_intended" in records.columns and records["t_intended"].notna().any():
@@ -156,7 +125,7 @@ def summarize(records: pd.DataFrame, slos: dict[str, float] | None = None) -> di
         span = float(intended.max() - intended.min()) if len(intended) > 1 else 0.0
         summary["open_loop"] = {
             "arrivals": len(intended),
-            "intended_rate_req_s": (len(intended) - 1) / span if span > 0 else 0.0,
+            "intended_rate_req_s": metrics.per_second(len(intended) - 1, span),
             "schedule_lag_ms": describe(lag),
             "late": int((lag > LATE_MS).sum()),
             "late_fraction": float((lag > LATE_MS).mean()) if len(lag) else 0.0,
@@ -170,12 +139,9 @@ def summarize(records: pd.DataFrame, slos: dict[str, float] | None = None) -> di
                                            if v}
     slos = {k: v for k, v in (slos or {}).items() if v}
     if slos:
-        good = ok
-        for column, limit in slos.items():
-            good = good[good[column].notna() & (good[column] <= limit)]
         summary["slos"] = slos
-        summary["goodput_req_s"] = (len(good) / window) if window > 0 else 0.0
-        summary["slo_attainment"] = (len(good) / total) if total else 0.0
+        summary["goodput_req_s"] = metrics.goodput_req_s(records, slos, window)
+        summary["slo_attainment"] = metrics.slo_attainment(records, slos)
     return summary
 
 
@@ -195,10 +161,10 @@ def format_report(summary: dict, title: str = "tokenstorm report") -> str:
         kept = ", ".join(summary["master_died"])
         lines.append(f"WARNING: the master died during the run; records its workers kept: {kept}")
     if summary["failures_by_class"]:
-        lines.append("failures: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["failures_by_class"].items())))
-    if summary.get("failures_by_status"):
-        statuses = sorted(summary["failures_by_status"].items())
-        lines.append("HTTP statuses: " + ", ".join(f"{k} x{v}" for k, v in statuses))
+        statuses = ", ".join(f"{k} x{v}" for k, v in sorted((summary.get("failures_by_status") or {}).items()))
+        lines.append("failures: " + ", ".join(f"{k} {v}" + (f" (HTTP {statuses})" if k == "http_status" and statuses
+                                                            else "")
+                                              for k, v in sorted(summary["failures_by_class"].items())))
     lines.append(f"throughput {summary['throughput_req_s']:.2f} req/s, "
                  f"{summary['throughput_output_tok_s']:,.1f} output tokens/s")
     if "goodput_req_s" in summary:
@@ -217,7 +183,7 @@ def format_report(summary: dict, title: str = "tokenstorm report") -> str:
                          f"sent more than {LATE_MS:g} ms late (all users busy, or the client too slow): raise -u "
                          "(the cap on streams in flight) or add workers")
     header = f"{'metric (ok requests)':<22}{'count':>7}" + "".join(
-        f"{h:>10}" for h in ("min", "mean", "median", "stddev", "p50", "p90", "p95", "p99", "max"))
+        f"{h:>10}" for h in ("min", "mean", "median", "stddev", "P50", "P90", "P95", "P99", "max"))
     lines += ["", header]
     for column in REPORT_METRICS:
         stats = summary["metrics"].get(column, {"count": 0})

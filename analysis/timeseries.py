@@ -5,25 +5,29 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from . import metrics
+
 
 def windows(records: pd.DataFrame, width_s: float = 5.0) -> pd.DataFrame:
     """Per window (by completion time): requests, errors, output tokens/s, TTFT/TPOT p50/p99,
-    and the mean number of requests in flight."""
+    and the mean number of requests in flight (cancelled requests count in flight only: the
+    metrics are analysis.metrics', per window)."""
     if records.empty:
         return pd.DataFrame()
     start = records["t_start"]
-    end = start + records["total_ms"].fillna(records["e2e_ms"]).fillna(0) / 1000
+    end = metrics.end_times(records)
     t0 = float(start.min())
     edges = np.arange(t0, float(end.max()) + width_s, width_s)
     frame = records.assign(_end=end, _win=np.floor((end - t0) / width_s).astype(int))
-    ok = frame[frame["status"] == "ok"]
+    ok = metrics.succeeded(frame)
     out = pd.DataFrame({"t_s": (edges[:-1] - t0)})
-    grouped_all = frame.groupby("_win")
+    grouped_all = metrics.counted(frame).groupby("_win")
     grouped_ok = ok.groupby("_win")
     out["requests"] = grouped_all.size().reindex(out.index, fill_value=0)
-    out["errors"] = frame[frame["status"] != "ok"].groupby("_win").size().reindex(out.index, fill_value=0)
-    out["output_tok_s"] = grouped_ok["output_tokens"].sum().reindex(out.index, fill_value=0) / width_s
-    out["req_s"] = grouped_ok.size().reindex(out.index, fill_value=0) / width_s
+    out["errors"] = metrics.failed(frame).groupby("_win").size().reindex(out.index, fill_value=0)
+    out["output_tok_s"] = metrics.per_second(grouped_ok["output_tokens"].sum().reindex(out.index, fill_value=0),
+                                             width_s)
+    out["req_s"] = metrics.per_second(grouped_ok.size().reindex(out.index, fill_value=0), width_s)
     for column, label in (("ttft_ms", "ttft"), ("tpot_ms", "tpot")):
         out[f"{label}_p50"] = grouped_ok[column].quantile(0.5).reindex(out.index)
         out[f"{label}_p99"] = grouped_ok[column].quantile(0.99).reindex(out.index)
@@ -45,8 +49,8 @@ def _concurrency_integral(starts: np.ndarray, ends: np.ndarray, at: np.ndarray) 
 
 
 def error_windows(records: pd.DataFrame, width_s: float = 5.0) -> pd.DataFrame:
-    """Errors per window and class (columns), for the error timeline."""
-    failed = records.loc[records["status"] != "ok", ["t_start", "error_type"]]
+    """Failed requests per window and class (columns), for the error timeline (cancelled ones are not failures)."""
+    failed = metrics.failed(records)[["t_start", "error_type"]]
     if failed.empty:
         return pd.DataFrame()
     t0 = float(records["t_start"].min())

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 import sseclient
 
-from tokenstorm.core.sse import SSEDecoder
+from tokenstorm.core.sse import MAX_EVENT_BYTES, SSEDecoder, SSEError
 
 STREAMS = {
     "openai": b'data: {"a": 1}\n\ndata: {"b": 2}\n\ndata: [DONE]\n\n',
@@ -77,3 +78,19 @@ def test_events_are_reported_by_the_read_that_completes_them():
     assert decoder.feed(b'data: {"a"') == []
     assert decoder.feed(b": 1}\n") == []
     assert decoder.feed(b"\n") == [("message", b'{"a": 1}')]
+
+
+def test_a_long_line_split_over_many_reads_is_one_event_in_linear_time():
+    line = b"data: " + b"x" * (4 << 20) + b"\n\n"
+    decoder = SSEDecoder()
+    started = time.perf_counter()
+    events = [e for i in range(0, len(line), 4096) for e in decoder.feed(line[i:i + 4096])]
+    assert events == [("message", b"x" * (4 << 20))]
+    assert time.perf_counter() - started < 2  # joining each read onto the buffer was quadratic
+
+
+def test_a_line_beyond_the_bound_is_an_error_not_a_growing_buffer():
+    decoder = SSEDecoder()
+    with pytest.raises(SSEError, match="MiB"):
+        for _ in range(MAX_EVENT_BYTES // 65536 + 2):
+            decoder.feed(b"x" * 65536)

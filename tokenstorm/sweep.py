@@ -19,8 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
+from analysis import metrics
 from analysis.curve import knee, plot_sweep, sweep_points
 from analysis.results import load_results
 from analysis.stats import RecordsError, summarize
@@ -105,6 +104,12 @@ def sweep(host: str, levels: list[float], out: Path, requests: int, duration_s: 
     return result
 
 
+def _errors(name: str, values) -> dict:
+    p50, p99 = metrics.percentiles(values, (50, 99))
+    return {f"{name}_err_ms_p50": None if p50 is None else round(p50, 3),
+            f"{name}_err_ms_p99": None if p99 is None else round(p99, 3)}
+
+
 def calibrate(levels: list[int], requests_per_user: int = 4, ttft_ms: float = 100.0, itl_ms: float = 20.0,
               tokens: int = 40, log=print) -> dict:
     """Timing error of this machine's client against the exact mock, per concurrency level."""
@@ -121,15 +126,12 @@ def calibrate(levels: list[int], requests_per_user: int = 4, ttft_ms: float = 10
             records = load_results(folder).records
             # leave out the first round (users starting, connections opening): steady state is the question
             records = records.sort_values("t_start").iloc[len(records) // requests_per_user:]
-            ok = records[records["status"] == "ok"]
+            ok = metrics.succeeded(records)
             ttft_err = (ok["ttft_ms"] - ttft_ms).dropna().to_numpy()
             tpot_err = (ok["tpot_ms"] - itl_ms).dropna().to_numpy()
             meta = json.loads((folder / "run-local.json").read_text())
-            row = {"streams": users, "requests": len(records), "failed": int((records["status"] != "ok").sum()),
-                   "ttft_err_ms_p50": round(float(np.percentile(ttft_err, 50)), 3) if len(ttft_err) else None,
-                   "ttft_err_ms_p99": round(float(np.percentile(ttft_err, 99)), 3) if len(ttft_err) else None,
-                   "tpot_err_ms_p50": round(float(np.percentile(tpot_err, 50)), 3) if len(tpot_err) else None,
-                   "tpot_err_ms_p99": round(float(np.percentile(tpot_err, 99)), 3) if len(tpot_err) else None,
+            row = {"streams": users, "requests": len(metrics.counted(records)), "failed": len(metrics.failed(records)),
+                   **_errors("ttft", ttft_err), **_errors("tpot", tpot_err),
                    "client_cpu_pct": meta["client"].get("cpu_pct_mean"),
                    "loop_lag_ms_p99": meta["client"].get("loop_lag_ms_p99")}
             rows.append(row)

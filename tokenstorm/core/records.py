@@ -7,10 +7,13 @@ by the other with the same names, in the same order.
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import dataclass
 
+CANCELLED = "cancelled"  # still streaming when the run ended: cut off by the run, not a failure of the target
 ERROR_TYPES = ("connect", "http_status", "timeout_first_token", "stall", "timeout_total", "sse_error",
-               "truncated", "malformed", "protocol", "cancelled", "client_error")
+               "truncated", "malformed", "protocol", CANCELLED, "client_error")
 
 
 @dataclass
@@ -55,6 +58,17 @@ class Record:
 
 
 RECORD_FIELDS = list(Record.__dataclass_fields__)
+
+
+def _is_number(hint) -> bool:
+    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return all(a in (int, float, type(None)) for a in args)
+
+
+_HINTS = typing.get_type_hints(Record)
+NUMERIC_FIELDS = [name for name in RECORD_FIELDS if _is_number(_HINTS[name])]
+"""The record columns that hold numbers (an empty cell: not applicable); the others hold text."""
+TEXT_FIELDS = [name for name in RECORD_FIELDS if name not in NUMERIC_FIELDS]
 
 CONVERSATION_FIELDS = ["conversation_id", "worker_id", "user_id", "scenario", "t_start", "turns", "tool_calls",
                        "ended_by", "total_ms", "status"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 Event = tuple[str, bytes]
 
 MAX_EVENT_BYTES = 16 << 20  # a line or an event beyond this is an error, not a growing buffer
+MAX_EVENT_LINES = 65536
 
 
 class SSEError(ValueError):
@@ -25,10 +26,13 @@ class SSEError(ValueError):
 
 
 class SSEDecoder:
-    __slots__ = ("_buf", "_data", "_event", "_pending_cr", "_started", "last_event_id", "retry_ms")
+    __slots__ = ("_buf", "_data", "_event", "_pending_cr", "_started", "_tail", "_tail_size", "last_event_id",
+                 "retry_ms")
 
     def __init__(self) -> None:
         self._buf = b""
+        self._tail: list[bytes] = []  # reads without a line end, joined once the line ends (linear)
+        self._tail_size = 0
         self._data: list[bytes] = []
         self._event = ""
         self._pending_cr = False
@@ -51,7 +55,17 @@ class SSEDecoder:
             self._pending_cr = False
             if chunk.startswith(b"\n"):
                 chunk = chunk[1:]
-        buf = self._buf + chunk if self._buf else chunk
+        if self._buf and b"\n" not in chunk and b"\r" not in chunk:  # a long line goes on
+            self._tail.append(chunk)
+            self._tail_size += len(chunk)
+            if len(self._buf) + self._tail_size > MAX_EVENT_BYTES:
+                raise SSEError(f"an SSE line larger than {MAX_EVENT_BYTES >> 20} MiB")
+            return []
+        if self._tail:
+            buf = b"".join([self._buf, *self._tail, chunk])
+            self._tail, self._tail_size = [], 0
+        else:
+            buf = self._buf + chunk if self._buf else chunk
         if b"\r" in buf:
             if buf.endswith(b"\r"):
                 self._pending_cr = True
@@ -84,12 +98,14 @@ class SSEDecoder:
                     self.last_event_id = value.decode("utf-8", "replace")
             elif name == b"retry" and value.isdigit():
                 self.retry_ms = int(value)
-        if len(self._buf) > MAX_EVENT_BYTES or (self._data and sum(map(len, self._data)) > MAX_EVENT_BYTES):
+        if len(self._buf) > MAX_EVENT_BYTES or (self._data and (len(self._data) > MAX_EVENT_LINES or sum(
+                map(len, self._data)) > MAX_EVENT_BYTES)):
             raise SSEError(f"an SSE line or event larger than {MAX_EVENT_BYTES >> 20} MiB")
         return events
 
     def close(self) -> list[Event]:
         """At the end of the stream: an event without its final blank line is discarded (spec)."""
         self._buf = b""
+        self._tail, self._tail_size = [], 0
         self._data = []
         return []

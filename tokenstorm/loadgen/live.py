@@ -1,8 +1,11 @@
 """Exact live figures for the web UI's LLM tab, fed with every record this process sees.
 
 Standalone, that is the process's own records; on a master, the records the workers ship (so
-the tab shows the whole run, not one worker). Percentiles are numpy's (linear interpolation)
-over the raw values of successful requests, never Locust's buckets.
+the tab shows the whole run, not one worker). Every figure is analysis.metrics' definition, the
+same as the report's: cancelled requests are not counted, percentiles are linear interpolation
+over the raw values of successful requests, and the table's output tokens/s and goodput are over
+the whole run (first request sent -> last request ended), so they stay put after the run.
+Only the charts look at the last WINDOW_S seconds.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-import numpy as np
+from analysis import metrics
 
-WINDOW_S = 10.0  # tokens/s and the charts' percentiles: over the last 10 s
+WINDOW_S = 10.0  # the charts' percentiles and tokens/s: over the last 10 s
 HISTORY_EVERY_S = 2.0
 
 
@@ -26,6 +29,8 @@ class _GroupFigures:
     e2e: list = field(default_factory=list)
     good: int = 0
     output_tokens: int = 0
+    first_start: float | None = None  # of the requests counted (the run's window, as analysis.metrics.window_s)
+    last_end: float | None = None
     recent: deque = field(default_factory=deque)  # (end time, tokens, ttft) of the last WINDOW_S
 
 
@@ -41,9 +46,14 @@ class LiveStats:
 
     def add(self, upstream: str, scenario: str, status: str, error_type: str, ttft_ms, tpot_ms, e2e_ms,
             output_tokens, t_end: float) -> None:
+        if metrics.is_cancelled(error_type):  # cut off by the end of the run: not counted
+            return
         group = self.groups.setdefault((upstream, scenario), _GroupFigures())
         group.requests += 1
-        if status != "ok":
+        start = t_end - float(e2e_ms or 0) / 1000
+        group.first_start = start if group.first_start is None else min(group.first_start, start)
+        group.last_end = t_end if group.last_end is None else max(group.last_end, t_end)
+        if metrics.is_failure(status, error_type):
             group.failures[error_type or "error"] += 1
             return
         tokens = int(output_tokens or 0)
@@ -54,8 +64,7 @@ class LiveStats:
             group.tpot.append(float(tpot_ms))
         if e2e_ms is not None:
             group.e2e.append(float(e2e_ms))
-        values = {"ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "e2e_ms": e2e_ms}
-        if all(values.get(k) is not None and values[k] <= limit for k, limit in self.slos.items()):
+        if metrics.meets_slos({"ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "e2e_ms": e2e_ms}, self.slos):
             group.good += 1
         group.recent.append((t_end, tokens, ttft_ms))
         self._trim(group, t_end)
@@ -71,19 +80,16 @@ class LiveStats:
         if now - self._cache[0] < 1.0:
             return self._cache[1]
         rows = []
-        elapsed = max(now - self.started, 1e-9)
         for (upstream, scenario), g in sorted(self.groups.items()):
-            self._trim(g, now)
-            window = min(WINDOW_S, elapsed)
+            window = (g.last_end - g.first_start) if g.first_start is not None else 0.0
             row = {"name": upstream if scenario in ("", "default") else f"{scenario} @ {upstream}",
                    "requests": g.requests, "failures": sum(g.failures.values()),
                    "failclasses": ", ".join(f"{k} {v}" for k, v in sorted(g.failures.items())) or "-",
-                   "tokps": round(sum(t for _, t, _ in g.recent) / window, 1),
-                   "goodput": round(g.good / elapsed, 2) if self.slos else None}
+                   "tokps": round(metrics.per_second(g.output_tokens, window), 1),
+                   "goodput": round(metrics.per_second(g.good, window), 2) if self.slos else None}
             for label, values in (("ttft", g.ttft), ("tpot", g.tpot), ("e2e", g.e2e)):
-                points = np.percentile(values, [50, 90, 99]) if values else [None] * 3
-                for p, v in zip((50, 90, 99), points, strict=True):
-                    row[f"{label}p{p}"] = None if v is None else round(float(v), 2)
+                for p, v in zip((50, 90, 99), metrics.percentiles(values, (50, 90, 99)), strict=True):
+                    row[f"{label}p{p}"] = None if v is None else round(v, 2)
             rows.append(row)
         for row in rows:
             row["inflight"] = sum(self.in_flight.values())  # the whole run's streams in flight
@@ -102,8 +108,9 @@ class LiveStats:
             ttfts += [t for _, _, t in g.recent if t is not None]
             tokens += sum(n for _, n, _ in g.recent)
         window = min(WINDOW_S, max(now - self.started, 1e-9))
-        p50, p99 = (np.percentile(ttfts, [50, 99]) if ttfts else (None, None))
-        self.history.append({"t": round(now, 3), "ttft_p50": None if p50 is None else round(float(p50), 2),
-                             "ttft_p99": None if p99 is None else round(float(p99), 2),
-                             "tok_s": round(tokens / window, 1), "in_flight": sum(self.in_flight.values())})
+        p50, p99 = metrics.percentiles(ttfts, (50, 99))
+        self.history.append({"t": round(now, 3), "ttft_p50": None if p50 is None else round(p50, 2),
+                             "ttft_p99": None if p99 is None else round(p99, 2),
+                             "tok_s": round(metrics.per_second(tokens, window), 1),
+                             "in_flight": sum(self.in_flight.values())})
         del self.history[:-1800]  # an hour of points

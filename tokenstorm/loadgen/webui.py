@@ -26,10 +26,11 @@ from .options import SECRET_MASK, SECRET_OPTIONS
 
 REPORT_TIMEOUT_S = 300
 COLUMNS = [("name", "Upstream / scenario"), ("requests", "Requests"), ("failures", "Failures"),
-           ("failclasses", "Failures by class"), ("tokps", "Output tokens/s"), ("inflight", "Streams in flight"),
+           ("failclasses", "Failures by class"), ("tokps", "Output tokens/s (run)"), ("inflight", "Streams in flight"),
            ("ttftp50", "TTFT P50 (ms)"), ("ttftp90", "TTFT P90"), ("ttftp99", "TTFT P99"),
            ("tpotp50", "TPOT P50 (ms)"), ("tpotp90", "TPOT P90"), ("tpotp99", "TPOT P99"),
-           ("e2ep50", "E2E P50 (ms)"), ("e2ep90", "E2E P90"), ("e2ep99", "E2E P99"), ("goodput", "Goodput (req/s)")]
+           ("e2ep50", "E2E P50 (ms)"), ("e2ep90", "E2E P90"), ("e2ep99", "E2E P99"),
+           ("goodput", "Goodput (req/s, run)")]
 
 
 def _mask_secrets(web_ui) -> None:
@@ -146,11 +147,11 @@ def build_report_elsewhere(results_dir: Path) -> str:
 CHART_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>tokenstorm: LLM charts</title>
 <style>body{font-family:sans-serif;margin:1.5em}canvas{border:1px solid #ddd;margin:.5em 0}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head>
-<body><h2>tokenstorm: LLM charts</h2><p><a href="__BASE__/">back to Locust</a> &middot; exact percentiles over
-the last 10 s, refreshed every 2 s</p>
+<body><h2>tokenstorm: LLM charts</h2><p><a href="__BASE__/">back to Locust</a> &middot; charts: exact percentiles
+and tokens/s over the last 10 s, refreshed every 2 s; table: the whole run so far</p>
 <h3>TTFT (ms): P50 blue, P99 red</h3><canvas id="ttft" width="900" height="220"></canvas>
-<h3>Output tokens/s</h3><canvas id="tok" width="900" height="220"></canvas>
-<h3>Now</h3><table id="rows"></table>
+<h3>Output tokens/s (last 10 s)</h3><canvas id="tok" width="900" height="220"></canvas>
+<h3>The run so far</h3><table id="rows"></table>
 <script>
 function draw(id, series, colors) {
   const c = document.getElementById(id), g = c.getContext("2d");
