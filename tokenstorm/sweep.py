@@ -25,9 +25,10 @@ from analysis.curve import knee, plot_sweep, sweep_points
 from analysis.results import load_results
 from analysis.stats import RecordsError, summarize
 
-from .mockproc import ROOT, MockProcess
+from .core.assets import locustfile
+from .mockproc import MockProcess
 
-LOCUSTFILE = ROOT / "locustfiles" / "chat_stream.py"
+LOCUSTFILE = locustfile("chat_stream")
 SAFE_TTFT_ERROR_MS = 5.0
 SAFE_CPU_PCT = 70.0
 
@@ -39,7 +40,7 @@ def _locust(host: str, folder: Path, users: int, extra: list[str], timeout: floa
     if "-r" not in extra:
         cmd += ["-r", str(users)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")} | (env_extra or {})
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _point(folder: Path, level: float) -> dict:
