@@ -54,3 +54,41 @@ def test_options_module_lists_them_for_locust_f_users():
                             timeout=60, env=clean_env())
     assert result.returncode == 0, result.stderr
     assert "--total-requests N" in result.stdout and "LOCUST_<NAME>" in _flat(result.stdout)
+
+
+def _run(host: str, *args: str, key: str | None = "mock-key", tmp: Path) -> subprocess.CompletedProcess:
+    env = clean_env({} if key is None else {"OPENAI_API_KEY": key})
+    return subprocess.run([TOKENSTORM, "run", "--headless", "--only-summary", "--host", host, "-u", "1",
+                           "--total-requests", "1", "--results-dir", str(tmp / "run"), *args],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def _one_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    return result.stderr
+
+
+def test_a_rejected_key_without_model_says_the_key_was_rejected(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "5", "--itl-ms", "1")
+    stderr = _one_line(_run(mock.url, key="wrong-key", tmp=tmp_path))
+    assert f"the key in OPENAI_API_KEY was rejected: GET {mock.url}/v1/models answered 401; check the key" in stderr
+    assert "wrong-key" not in stderr and "pass --model" not in stderr
+
+
+def test_errors_about_a_host_with_a_path_name_the_whole_url(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "5", "--itl-ms", "1")
+    stderr = _one_line(_run(mock.url + "/gateway/v1", tmp=tmp_path))
+    assert f"no --model given and GET {mock.url}/gateway/v1/models gave HTTP 404: pass --model NAME" in stderr
+    from locust_procs import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}/some/path"
+    assert f"cannot reach --host {closed}:" in _one_line(_run(closed, tmp=tmp_path))
+
+
+def test_calibration_verdict_never_says_none_streams():
+    from tokenstorm.sweep import calibration_verdict
+
+    rows = [{"streams": 10}, {"streams": 100}]
+    assert calibration_verdict(rows, 100).startswith("calibrate: up to 100 streams per worker process keep TTFT")
+    none = calibration_verdict(rows, None)
+    assert "None" not in none and "no level tried (streams: 10, 100) kept TTFT error p99" in none

@@ -31,6 +31,7 @@ from .mockproc import MockProcess
 LOCUSTFILE = locustfile("chat_stream")
 SAFE_TTFT_ERROR_MS = 5.0
 SAFE_CPU_PCT = 70.0
+SAFE_RULE = f"TTFT error p99 <= {SAFE_TTFT_ERROR_MS:g} ms and client CPU < {SAFE_CPU_PCT:g}%"
 
 
 def _locust(host: str, folder: Path, users: int, extra: list[str], timeout: float,
@@ -140,8 +141,15 @@ def calibrate(levels: list[int], requests_per_user: int = 4, ttft_ms: float = 10
     safe = [r["streams"] for r in rows if r["ttft_err_ms_p99"] is not None
             and r["ttft_err_ms_p99"] <= SAFE_TTFT_ERROR_MS and (r["client_cpu_pct"] or 0) < SAFE_CPU_PCT]
     result = {"configured": {"ttft_ms": ttft_ms, "itl_ms": itl_ms, "tokens": tokens}, "levels": rows,
-              "safe_streams_per_worker": max(safe) if safe else None,
-              "rule": f"TTFT error p99 <= {SAFE_TTFT_ERROR_MS:g} ms and client CPU < {SAFE_CPU_PCT:g}%"}
-    log(f"calibrate: up to {result['safe_streams_per_worker']} streams per worker process keep "
-        f"{result['rule']} on this machine")
+              "safe_streams_per_worker": max(safe) if safe else None, "rule": SAFE_RULE}
+    log(calibration_verdict(rows, result["safe_streams_per_worker"]))
     return result
+
+
+def calibration_verdict(rows: list[dict], safe_streams: int | None) -> str:
+    """The closing line of a calibration: how many streams one worker process can take here."""
+    if safe_streams is not None:
+        return f"calibrate: up to {safe_streams} streams per worker process keep {SAFE_RULE} on this machine"
+    tried = ", ".join(str(r["streams"]) for r in rows) or "none"
+    return (f"calibrate: no level tried (streams: {tried}) kept {SAFE_RULE} on this machine; "
+            f"use fewer streams per worker process than the lowest tried")
