@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import re
 import subprocess
 import sys
+import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -56,9 +58,12 @@ def test_options_module_lists_them_for_locust_f_users():
     assert "--total-requests N" in result.stdout and "LOCUST_<NAME>" in _flat(result.stdout)
 
 
-def _run(host: str, *args: str, key: str | None = "mock-key", tmp: Path) -> subprocess.CompletedProcess:
+def _run(host: str, *args: str, key: str | None = "mock-key", tmp: Path, headless: bool = True,
+         ) -> subprocess.CompletedProcess:
+    """`tokenstorm run` to its end (-u 1 --total-requests 1 unless `args` say otherwise)."""
     env = clean_env({} if key is None else {"OPENAI_API_KEY": key})
-    return subprocess.run([TOKENSTORM, "run", "--headless", "--only-summary", "--host", host, "-u", "1",
+    mode = ["--headless"] if headless else []
+    return subprocess.run([TOKENSTORM, "run", *mode, "--only-summary", "--host", host, "-u", "1",
                            "--total-requests", "1", "--results-dir", str(tmp / "run"), *args],
                           capture_output=True, text=True, timeout=120, env=env)
 
@@ -92,3 +97,17 @@ def test_calibration_verdict_never_says_none_streams():
     assert calibration_verdict(rows, 100).startswith("calibrate: up to 100 streams per worker process keep TTFT")
     none = calibration_verdict(rows, None)
     assert "None" not in none and "no level tried (streams: 10, 100) kept TTFT error p99" in none
+
+
+def test_autostart_autoquit_ends_a_total_requests_run_with_the_web_ui(start_mock, tmp_path):
+    from locust_procs import free_port
+
+    mock = start_mock("--ttft-ms", "5", "--itl-ms", "1")
+    started = time.monotonic()
+    result = _run(mock.url, "--autostart", "--autoquit", "1", "--web-host", "127.0.0.1", "--web-port",
+                  str(free_port()), "-u", "2", "-r", "2", "--total-requests", "6", tmp=tmp_path, headless=False)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-2000:]
+    with (tmp_path / "run" / "requests-local.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 6
+    assert elapsed >= 1  # it waited --autoquit after the run, then quit on its own (the web UI too)

@@ -292,6 +292,12 @@ class Session:
         runner = self.environment.runner
         if runner is not None:
             gevent.spawn_later(0, runner.quit)
+        # With the web UI, Locust's process lives as long as the UI: --autostart --autoquit N ends it
+        # N seconds after the run, as Locust does at the end of --run-time.
+        options, web_ui = self.environment.parsed_options, self.environment.web_ui
+        autoquit = getattr(options, "autoquit", -1) if getattr(options, "autostart", False) else -1
+        if web_ui is not None and autoquit is not None and autoquit >= 0:
+            gevent.spawn_later(autoquit, web_ui.stop)
 
     def close(self) -> None:
         """At the end of the process: last records out, metadata written (master/local)."""
