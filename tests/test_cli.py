@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 import sys
@@ -111,3 +112,15 @@ def test_autostart_autoquit_ends_a_total_requests_run_with_the_web_ui(start_mock
     with (tmp_path / "run" / "requests-local.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 6
     assert elapsed >= 1  # it waited --autoquit after the run, then quit on its own (the web UI too)
+
+
+def test_run_takes_a_shipped_locustfile_by_name_and_shipped_paths_from_any_folder(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "5", "--itl-ms", "1")
+    env = clean_env()
+    result = subprocess.run([TOKENSTORM, "run", "-f", "tool_agent", "--headless", "--only-summary", "--host",
+                             mock.url, "--scenario", "configs/scenarios/tool-agent.yaml", "-u", "1",
+                             "--total-requests", "2", "--results-dir", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    meta = json.loads((tmp_path / "run" / "run-local.json").read_text())
+    assert meta["settings"]["scenario"]["name"] and Path(meta["settings"]["scenario"]["file"]).is_file()

@@ -135,6 +135,17 @@ def test_mock_profile_and_a_short_run_from_the_installed_command(installed):
         meta = json.loads((results / "run-local.json").read_text())
         assert meta["settings"]["total_requests"] == 10
         assert list(installed["cache"].iterdir()) == []  # client and mock tokenized offline, from the wheel
+
+        # the README's relative scenario path, from an unrelated folder: the shipped scenario and its csv data
+        scenario_results = installed["work"] / "scenario-run"
+        run = _run(installed, "tokenstorm", "run", "--headless", "--only-summary", "--host", url, "-u", "2",
+                   "-r", "2", "--total-requests", "4", "--scenario", "configs/scenarios/csv-driven.yaml",
+                   "--results-dir", str(scenario_results), timeout=180)
+        assert run.returncode == 0, run.stderr[-3000:]
+        meta = json.loads((scenario_results / "run-local.json").read_text())
+        assert Path(meta["settings"]["scenario"]["file"]).resolve().is_relative_to(installed["purelib"].resolve())
+        with (scenario_results / "requests-local.csv").open() as f:
+            assert [row["status"] for row in csv.DictReader(f)] == ["ok"] * 4
     finally:
         mock.send_signal(signal.SIGTERM)
         try:

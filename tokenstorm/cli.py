@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from .core.assets import locustfile
+from .core.assets import find, locustfile
 
 USAGE = """tokenstorm <command> ...
   mock [mock_server flags]            the bundled mock (python -m mock_server; --config realistic-8b|chaos|...)
-  run [locust flags]                  locust -f <shipped chat_stream.py> ...; `run --help` lists every option
+  run [-f staged|tool_agent] [locust flags]  locust -f <shipped chat_stream.py> ...; `run --help`: every option
   options                             tokenstorm's own options alone (also for `locust -f ... ` users)
   report|compare|tokens ...           python -m analysis ...
   sweep --host URL --levels 1,2,4,...  runs per concurrency level (or --rates) until saturation
@@ -55,8 +55,16 @@ def _run(rest: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in rest):
         print(run_help(), end="")
         return 0
+    rest = list(rest)
+    for i, arg in enumerate(rest[:-1]):  # -f NAME: a shipped locustfile by name (chat_stream, staged, tool_agent)
+        if arg in ("-f", "--locustfile"):
+            name = rest[i + 1]
+            rest[i + 1] = str(locustfile(name) if locustfile(name).is_file() else find(name))
+            break
+    else:
+        rest = ["-f", str(locustfile("chat_stream")), *rest]
     # the same interpreter's Locust, whatever bin/ the install put scripts in
-    os.execv(sys.executable, [sys.executable, "-m", "locust", "-f", str(locustfile("chat_stream")), *rest])
+    os.execv(sys.executable, [sys.executable, "-m", "locust", *rest])
     return 0  # not reached
 
 

@@ -30,3 +30,14 @@ def configs_dir() -> Path:
 def data_dir() -> Path:
     """data/: the prompt datasets and the tokenizer file (cl100k_base.tiktoken)."""
     return assets_dir() / "data"
+
+
+def find(path: str | Path) -> Path:
+    """`path` as given when it exists, else the shipped file of that name relative to the shipped
+    folders (`configs/scenarios/tool-agent.yaml`, `data/prompts.csv`, `locustfiles/staged.py`), so
+    the README's relative paths work after `pip install` from any folder; else `path` as given."""
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return given
+    shipped = assets_dir() / given
+    return shipped if shipped.exists() and given.parts[:1] in (("configs",), ("data",), ("locustfiles",)) else given

@@ -22,6 +22,7 @@ from ..client.httpclient import Target
 from ..client.scenario import Scenario, ScenarioError, load_scenario
 from ..client.stream import Timeouts
 from ..client.writer import check_writable
+from ..core.assets import find
 
 DEFAULT_PROMPT = ("You are helping with a load test. Write a short, friendly paragraph about why measuring "
                   "time to first token matters for chat applications.")
@@ -362,7 +363,7 @@ def _scenario(path: str) -> Scenario | None:
     if not path:
         return None
     try:
-        return load_scenario(path)
+        return load_scenario(find(path))  # configs/scenarios/... works installed too (core/assets.py)
     except ScenarioError as exc:
         raise OptionError(str(exc)) from None
 
