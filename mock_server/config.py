@@ -8,7 +8,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "configs" / "mock"
+from tokenstorm.core.assets import configs_dir
+
+PROFILE_DIR = configs_dir() / "mock"  # shipped in the package (tokenstorm/core/assets.py)
 FAULTS = ("http_429", "http_500", "http_503", "error_event", "truncate", "stall", "disconnect",
           "slow", "malformed")
 FaultName = Literal["http_429", "http_500", "http_503", "error_event", "truncate", "stall",

@@ -23,7 +23,7 @@ def test_every_option_is_registered_with_its_default_and_help():
         assert name in actions, name
         assert actions[name].default == field.default, name
         hidden = field.json_schema_extra.get("hidden")
-        assert (actions[name].help == argparse.SUPPRESS) if hidden else actions[name].help == field.description
+        assert (actions[name].help == argparse.SUPPRESS) if hidden else actions[name].help.startswith(field.description)
     assert actions["header"].is_secret and not actions["master_lost_after"].include_in_web_ui
 
 

@@ -1,4 +1,4 @@
-"""The thin `tokenstorm` CLI: mock, run, report, compare, sweep, calibrate."""
+"""The thin `tokenstorm` CLI: mock, run, options, report, compare, sweep, calibrate."""
 
 from __future__ import annotations
 
@@ -9,15 +9,63 @@ import sys
 import time
 from pathlib import Path
 
-from .mockproc import ROOT
+from .core.assets import find, locustfile
 
 USAGE = """tokenstorm <command> ...
-  mock [mock_server flags]            the bundled mock (python -m mock_server)
-  run [locust flags]                  locust -f locustfiles/chat_stream.py ...
+  mock [mock_server flags]            the bundled mock (python -m mock_server; --config realistic-8b|chaos|...)
+  run [-f staged|tool_agent] [locust flags]  locust -f <shipped chat_stream.py> ...; `run --help`: every option
+  options                             tokenstorm's own options alone (also for `locust -f ... ` users)
   report|compare|tokens ...           python -m analysis ...
   sweep --host URL --levels 1,2,4,...  runs per concurrency level (or --rates) until saturation
   calibrate [--levels 10,50,100,...]  this machine's client timing error against the exact mock
+  --version                           tokenstorm's and Locust's versions
 """
+
+
+def version() -> str:
+    """`tokenstorm X (locust Y)`: the installed distributions' versions."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    def of(name: str) -> str:
+        try:
+            return dist_version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"tokenstorm {of('tokenstorm')} (locust {of('locust')}, Python {sys.version.split()[0]})"
+
+
+def run_help() -> str:
+    """Locust's --help with tokenstorm's options in it (Locust prints help before it loads the
+    locustfile that registers them, so `locust -f ... --help` has none of them)."""
+    from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
+
+    from .loadgen.options import add_arguments
+
+    parser = get_empty_argument_parser(add_help=True)
+    setup_parser_arguments(parser)
+    add_arguments(parser)
+    parser.prog = "tokenstorm run"
+    text = parser.format_help()
+    return text.replace("Usage: locust ", "Usage: tokenstorm run ", 1)
+
+
+def _run(rest: list[str]) -> int:
+    if any(arg in ("-h", "--help") for arg in rest):
+        print(run_help(), end="")
+        return 0
+    rest = list(rest)
+    for i, arg in enumerate(rest[:-1]):  # -f NAME: a shipped locustfile by name (chat_stream, staged, tool_agent)
+        if arg in ("-f", "--locustfile"):
+            name = rest[i + 1]
+            rest[i + 1] = str(locustfile(name) if locustfile(name).is_file() else find(name))
+            break
+    else:
+        rest = ["-f", str(locustfile("chat_stream")), *rest]
+    # the same interpreter's Locust, whatever bin/ the install put scripts in
+    os.execv(sys.executable, [sys.executable, "-m", "locust", *rest])
+    return 0  # not reached
 
 
 def _floats(text: str) -> list[float]:
@@ -32,14 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(version())
+        return 0
     command, rest = argv[0], argv[1:]
     if command == "mock":
         from mock_server.cli import main as mock_main
 
         return mock_main(rest)
     if command == "run":
-        locust = Path(sys.executable).parent / "locust"
-        os.execv(str(locust), [str(locust), "-f", str(ROOT / "locustfiles" / "chat_stream.py"), *rest])
+        return _run(rest)
+    if command == "options":
+        from .loadgen.options import describe
+
+        print(describe(), end="")
+        return 0
     if command in ("report", "compare", "tokens"):
         from analysis.__main__ import main as analysis_main
 

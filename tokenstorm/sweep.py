@@ -24,11 +24,13 @@ from analysis.curve import knee, plot_sweep, sweep_points
 from analysis.results import load_results
 from analysis.stats import RecordsError, summarize
 
-from .mockproc import ROOT, MockProcess
+from .core.assets import locustfile
+from .mockproc import MockProcess
 
-LOCUSTFILE = ROOT / "locustfiles" / "chat_stream.py"
+LOCUSTFILE = locustfile("chat_stream")
 SAFE_TTFT_ERROR_MS = 5.0
 SAFE_CPU_PCT = 70.0
+SAFE_RULE = f"TTFT error p99 <= {SAFE_TTFT_ERROR_MS:g} ms and client CPU < {SAFE_CPU_PCT:g}%"
 
 
 def _locust(host: str, folder: Path, users: int, extra: list[str], timeout: float,
@@ -38,7 +40,7 @@ def _locust(host: str, folder: Path, users: int, extra: list[str], timeout: floa
     if "-r" not in extra:
         cmd += ["-r", str(users)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")} | (env_extra or {})
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def _point(folder: Path, level: float) -> dict:
@@ -141,8 +143,15 @@ def calibrate(levels: list[int], requests_per_user: int = 4, ttft_ms: float = 10
     safe = [r["streams"] for r in rows if r["ttft_err_ms_p99"] is not None
             and r["ttft_err_ms_p99"] <= SAFE_TTFT_ERROR_MS and (r["client_cpu_pct"] or 0) < SAFE_CPU_PCT]
     result = {"configured": {"ttft_ms": ttft_ms, "itl_ms": itl_ms, "tokens": tokens}, "levels": rows,
-              "safe_streams_per_worker": max(safe) if safe else None,
-              "rule": f"TTFT error p99 <= {SAFE_TTFT_ERROR_MS:g} ms and client CPU < {SAFE_CPU_PCT:g}%"}
-    log(f"calibrate: up to {result['safe_streams_per_worker']} streams per worker process keep "
-        f"{result['rule']} on this machine")
+              "safe_streams_per_worker": max(safe) if safe else None, "rule": SAFE_RULE}
+    log(calibration_verdict(rows, result["safe_streams_per_worker"]))
     return result
+
+
+def calibration_verdict(rows: list[dict], safe_streams: int | None) -> str:
+    """The closing line of a calibration: how many streams one worker process can take here."""
+    if safe_streams is not None:
+        return f"calibrate: up to {safe_streams} streams per worker process keep {SAFE_RULE} on this machine"
+    tried = ", ".join(str(r["streams"]) for r in rows) or "none"
+    return (f"calibrate: no level tried (streams: {tried}) kept {SAFE_RULE} on this machine; "
+            f"use fewer streams per worker process than the lowest tried")

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..core import tokenizer
+from ..core.assets import assets_dir
 from .datasets import DataError, Rows, Synthetic, load_csv, load_jsonl
 from .httpclient import Target
 
@@ -183,7 +184,7 @@ class Scenario:
             if not path.is_absolute() and not path.exists():
                 path = self.source.parent / data.file  # relative to the scenario file
                 if not path.exists():
-                    path = Path(__file__).resolve().parents[2] / data.file  # or to the repository
+                    path = assets_dir() / data.file  # or to the shipped files (data/...)
             if data.type == "csv":
                 return load_csv(path, data.column, data.encoding, data.seed, data.shuffle)
             return load_jsonl(path, data.encoding, data.seed, data.shuffle)

@@ -1,6 +1,7 @@
 """The one tokenizer of the suite: tiktoken, cl100k_base by default, working offline.
 
-tiktoken downloads its BPE files on first use. tokenstorm ships cl100k_base in data/ and
+tiktoken downloads its BPE files on first use. tokenstorm ships cl100k_base in data/ (in the
+package too, see core/assets.py) and
 loads it through tiktoken's own encoding constructor, so the regex, the special tokens and
 the expected sha256 all come from tiktoken itself; only the file location changes. When
 tiktoken's cache already holds the file (the normal tiktoken path), that copy is used.
@@ -23,8 +24,10 @@ import tiktoken
 import tiktoken.load
 import tiktoken.registry
 
+from .assets import data_dir
+
 DEFAULT_ENCODING = "cl100k_base"
-DATA_DIR = Path(os.environ.get("TOKENSTORM_DATA_DIR") or Path(__file__).resolve().parents[2] / "data")
+DATA_DIR = Path(os.environ.get("TOKENSTORM_DATA_DIR") or data_dir())  # shipped in the package (core/assets.py)
 
 # Texts longer than this are tokenized in gevent's thread pool when called from a greenlet,
 # so a long prompt does not freeze every other stream of the process (docs/FIELD_NOTES.md s5).

@@ -22,6 +22,7 @@ from ..client.httpclient import Target
 from ..client.scenario import Scenario, ScenarioError, load_scenario
 from ..client.stream import Timeouts
 from ..client.writer import check_writable
+from ..core.assets import find
 
 DEFAULT_PROMPT = ("You are helping with a load test. Write a short, friendly paragraph about why measuring "
                   "time to first token matters for chat applications.")
@@ -113,7 +114,7 @@ class RunOptions(BaseModel):
                       "max_completion_tokens)")
     ignore_eos: bool = _opt(False, "Send ignore_eos: true (vLLM and the mock then emit exactly max-tokens tokens)")
     temperature: Temperature = _opt(None, "Sampling temperature")
-    prompt: str = _opt("", "The user message of every request")
+    prompt: str = _opt("", "The user message of every request (default: a short fixed request for a paragraph)")
     prompt_file: str = _opt("", "Read the user message from FILE", "FILE")
     no_include_usage: bool = _opt(False, "Do not ask for stream_options.include_usage (for servers that reject it)")
     api_key_env: str = _opt("OPENAI_API_KEY", "Environment variable holding the API key (sent as a Bearer token)",
@@ -204,13 +205,25 @@ def _argparse_type(field) -> Any:
     return None
 
 
+def help_text(field) -> str:
+    """The field's help with its default, unless the help already says it (or it is off/empty)."""
+    text, default = field.description or "", field.default
+    if default in (None, "", False, []) or "default" in text.lower():
+        return text
+    return f"{text} (default: {default:g})" if isinstance(default, float) else f"{text} (default: {default})"
+
+
+GROUP_DESCRIPTION = ("Streaming LLM load test options; each is also LOCUST_<NAME> in the environment "
+                     "(e.g. LOCUST_MAX_TOKENS=64) or `name = value` in a .conf file")
+
+
 def add_arguments(parser) -> None:
     """Register every RunOptions field on Locust's parser, each also settable as LOCUST_<NAME>."""
-    group = parser.add_argument_group("tokenstorm", "Streaming LLM load test options")
+    group = parser.add_argument_group("tokenstorm", GROUP_DESCRIPTION)
     for name, field in RunOptions.model_fields.items():
         extra = dict(field.json_schema_extra or {})
         kwargs: dict[str, Any] = {"default": field.default, "env_var": "LOCUST_" + name.upper(),
-                                  "help": argparse.SUPPRESS if extra.pop("hidden", False) else field.description}
+                                  "help": argparse.SUPPRESS if extra.pop("hidden", False) else help_text(field)}
         if extra.get("metavar"):
             kwargs["metavar"] = extra["metavar"]
         extra.pop("metavar", None)
@@ -229,6 +242,18 @@ def add_arguments(parser) -> None:
         for key, default in (("include_in_web_ui", True), ("is_secret", False), ("is_required", False),
                              ("is_multiple", False)):
             setattr(action, key, extra.get(key, default))
+
+
+def describe(prog: str = "tokenstorm options") -> str:
+    """tokenstorm's options alone, as `--help` lists them (Locust prints its help before it loads a
+    locustfile, so `locust -f ... --help` never shows them): `tokenstorm options`,
+    `python -m tokenstorm.loadgen.options`."""
+    import configargparse  # what Locust's parser is built on
+
+    usage = f"{prog}   (these go after `locust -f LOCUSTFILE` or `tokenstorm run`)"
+    parser = configargparse.ArgumentParser(prog=prog, add_help=False, add_env_var_help=False, usage=usage)
+    add_arguments(parser)
+    return parser.format_help()
 
 
 def _header_type(text: str) -> str:
@@ -338,7 +363,7 @@ def _scenario(path: str) -> Scenario | None:
     if not path:
         return None
     try:
-        return load_scenario(path)
+        return load_scenario(find(path))  # configs/scenarios/... works installed too (core/assets.py)
     except ScenarioError as exc:
         raise OptionError(str(exc)) from None
 
@@ -386,3 +411,7 @@ def _stages(opts: RunOptions, scenario: Scenario | None) -> list[tuple[float, fl
     if opts.arrival_rate > 0:
         return [(opts.arrival_duration or float("inf"), opts.arrival_rate)]
     return []
+
+
+if __name__ == "__main__":
+    print(describe("python -m tokenstorm.loadgen.options"), end="")

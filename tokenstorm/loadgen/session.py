@@ -295,6 +295,12 @@ class Session:
         runner = self.environment.runner
         if runner is not None:
             gevent.spawn_later(0, runner.quit)
+        # With the web UI, Locust's process lives as long as the UI: --autostart --autoquit N ends it
+        # N seconds after the run, as Locust does at the end of --run-time.
+        options, web_ui = self.environment.parsed_options, self.environment.web_ui
+        autoquit = getattr(options, "autoquit", -1) if getattr(options, "autostart", False) else -1
+        if web_ui is not None and autoquit is not None and autoquit >= 0:
+            gevent.spawn_later(autoquit, web_ui.stop)
 
     def close(self) -> None:
         """At the end of the process: last records out, metadata written (master/local)."""
@@ -367,10 +373,15 @@ def _versions() -> dict:
 
 
 # -- model and key discovery ------------------------------------------------------------
+def models_path(settings: Settings) -> str:
+    """<base>/v1/models: where the model list is, under --host's path."""
+    base = settings.target.base_path
+    return (base if base.endswith("/v1") else base + "/v1") + "/models"
+
+
 def probe_models(settings: Settings) -> tuple[int, list[str]]:
     """GET <base>/v1/models with the key (if any): (HTTP status, model ids)."""
-    base = settings.target.base_path
-    path = (base if base.endswith("/v1") else base + "/v1") + "/models"
+    path = models_path(settings)
     conn = Connection(settings.target, settings.timeouts.connect_s,
                       settings.ssl_context() if settings.target.scheme == "https" else None)
     conn.deadline = time.monotonic() + settings.timeouts.connect_s + 10
@@ -381,7 +392,7 @@ def probe_models(settings: Settings) -> tuple[int, list[str]]:
         response, _ = conn.request("GET", path, headers)
         body = response.read_all()
     except (HTTPError, ConnectionLost) as exc:
-        raise OptionError(f"cannot reach --host {settings.target.origin}: {exc}") from None
+        raise OptionError(f"cannot reach --host {settings.target.origin}{settings.target.base_path}: {exc}") from None
     finally:
         conn.disarm()
         conn.close()
@@ -400,12 +411,16 @@ def resolve(settings: Settings) -> Settings:
     keyless = settings.api_key is None and not has_key_header(settings.extra_headers)
     if keyless or not settings.model:
         status, ids = probe_models(settings)
+        url = settings.target.origin + models_path(settings)  # the whole URL: --host's path included
         if keyless and status in (401, 403):
-            raise OptionError(f"{settings.api_key_env} is not set and {settings.target.origin} answered {status} "
-                              f"to GET /v1/models: export {settings.api_key_env}=<your key>")
+            raise OptionError(f"{settings.api_key_env} is not set and {url} answered {status} to GET: "
+                              f"export {settings.api_key_env}=<your key>")
+        if status in (401, 403):
+            where = f"the key in {settings.api_key_env}" if settings.api_key else "the key in --header"
+            raise OptionError(f"{where} was rejected: GET {url} answered {status}; check the key")
         if not settings.model:
             if status != 200 or not ids:
-                raise OptionError(f"no --model given and GET /v1/models on {settings.target.origin} gave "
+                raise OptionError(f"no --model given and GET {url} gave "
                                   f"{'no models' if status == 200 else f'HTTP {status}'}: pass --model NAME")
             settings.model = ids[0]
     return settings
