@@ -63,7 +63,7 @@ def _run(host: str, *args: str, key: str | None = "mock-key", tmp: Path, headles
          ) -> subprocess.CompletedProcess:
     """`tokenstorm run` to its end (-u 1 --total-requests 1 unless `args` say otherwise)."""
     env = clean_env({} if key is None else {"OPENAI_API_KEY": key})
-    mode = ["--headless"] if headless else []
+    mode = ["--headless"] if headless else ["--web"]
     return subprocess.run([TOKENSTORM, "run", *mode, "--only-summary", "--host", host, "-u", "1",
                            "--total-requests", "1", "--results-dir", str(tmp / "run"), *args],
                           capture_output=True, text=True, timeout=120, env=env)
@@ -124,3 +124,35 @@ def test_run_takes_a_shipped_locustfile_by_name_and_shipped_paths_from_any_folde
     assert result.returncode == 0, result.stderr[-2000:]
     meta = json.loads((tmp_path / "run" / "run-local.json").read_text())
     assert meta["settings"]["scenario"]["name"] and Path(meta["settings"]["scenario"]["file"]).is_file()
+
+
+def test_run_is_headless_with_one_live_line_and_ends_with_the_report_files(start_mock, tmp_path):
+    """`tokenstorm run --host URL ...`: no Locust tables (their Aggregated row adds the TTFT/TPOT
+    rows to the requests), a progress line with the run's own figures, then report.html/md."""
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", "2", "--output-tokens", "20", "--jitter", "0")
+    result = subprocess.run([TOKENSTORM, "run", "--host", mock.url, "-u", "3", "--total-requests", "30",
+                             "--results-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                            env=clean_env())
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Aggregated" not in output and "Response time percentiles" not in output
+    last = [line for line in result.stderr.splitlines() if line.startswith("tokenstorm: 30/30 requests (100%)")]
+    assert last, result.stderr[-3000:]
+    line = last[-1]
+    assert "errors 0" in line and "TTFT P50" in line and "output tok/s" in line
+    ttft_p50 = float(re.search(r"TTFT P50 ([\d.,]+)", line).group(1).replace(",", ""))
+    assert 20 <= ttft_p50 < 200
+    folder = tmp_path / "run"
+    assert f"report: {folder}/report.html" in result.stdout
+    html = (folder / "report.html").read_text()
+    assert (folder / "report.md").is_file() and "TTFT" in html
+
+
+def test_run_with_locust_stats_keeps_locusts_tables(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "5", "--itl-ms", "1", "--output-tokens", "5")
+    result = subprocess.run([TOKENSTORM, "run", "--locust-stats", "--host", mock.url, "-u", "1", "--total-requests",
+                             "3", "--results-dir", str(tmp_path / "run")], capture_output=True, text=True,
+                            timeout=120, env=clean_env())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Aggregated" in result.stdout + result.stderr
+    assert "requests (100%)" not in result.stderr

@@ -37,6 +37,21 @@ def test_constant_rate_gives_the_exact_schedule(start_mock, tmp_path):
     assert "open loop: 200 arrivals at 20.00 req/s intended" in result.stdout
 
 
+def test_the_readme_open_loop_example_without_r_keeps_its_schedule(start_mock, tmp_path):
+    """The README's example gives no -r: at Locust's default 1 user/s the first seconds had too few
+    users and the schedule fell behind. The in-flight cap is spawned at once instead."""
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", "5", "--output-tokens", "40")
+    result = run("chat_stream.py", mock.url, "-u", "40", "--arrival-rate", "20", "--arrival", "poisson",
+                 "--arrival-duration", "4", "--results-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "spawning all 40 users (the cap on streams in flight) at once" in result.stderr
+    records = load_records(tmp_path)
+    loop_lag = json.loads((tmp_path / "run-local.json").read_text())["client"]["loop_lag_ms_max"]
+    # ~4 streams of ~0.22 s in flight at 20 req/s; with 1 user/s the first seconds were ~0.5 s late
+    assert records["schedule_lag_ms"].max() < 50 + loop_lag
+    assert "fell behind its schedule" not in result.stdout
+
+
 def test_poisson_gaps_are_exponential(start_mock, tmp_path):
     mock = start_mock("--ttft-ms", "5", "--itl-ms", "0", "--output-tokens", "5")
     result = run("chat_stream.py", mock.url, "-u", "20", "-r", "20", "--arrival-rate", "80", "--arrival", "poisson",

@@ -51,11 +51,35 @@ def run_help() -> str:
     return text.replace("Usage: locust ", "Usage: tokenstorm run ", 1)
 
 
+RUN_FLAGS = """
+tokenstorm run's own flags (the rest is Locust's and tokenstorm's options, below):
+  --web            open Locust's web UI instead of running headless
+  --locust-stats   print Locust's stats tables instead of tokenstorm's live progress line
+By default `tokenstorm run` is headless with --progress --full-report --only-summary: one live
+line while it runs, then the report, with report.html, report.md and plots/ in the results folder;
+without -r, all -u users start at once.
+"""
+
+
+def run_args(rest: list[str]) -> list[str]:
+    """Locust's arguments for `tokenstorm run ARGS`: headless with the live line and the full
+    report unless --web or --locust-stats say otherwise; without -r, every user at once."""
+    web, tables = "--web" in rest, "--locust-stats" in rest
+    out = [arg for arg in rest if arg not in ("--web", "--locust-stats")]
+    flags = ["--full-report"] + ([] if web else ["--headless"] + ([] if tables else ["--progress", "--only-summary"]))
+    out += [flag for flag in flags if flag not in out]
+    if not any(arg in ("-r", "--spawn-rate") or arg.startswith("--spawn-rate=") for arg in out):
+        users = next((out[i + 1] for i, arg in enumerate(out[:-1]) if arg in ("-u", "--users")), None)
+        if users is not None:  # every stream from the start: the run measures the concurrency asked for
+            out += ["-r", users]
+    return out
+
+
 def _run(rest: list[str]) -> int:
     if any(arg in ("-h", "--help") for arg in rest):
-        print(run_help(), end="")
+        print(RUN_FLAGS + "\n" + run_help(), end="")
         return 0
-    rest = list(rest)
+    rest = run_args(rest)
     for i, arg in enumerate(rest[:-1]):  # -f NAME: a shipped locustfile by name (chat_stream, staged, tool_agent)
         if arg in ("-f", "--locustfile"):
             name = rest[i + 1]

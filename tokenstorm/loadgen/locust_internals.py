@@ -6,11 +6,19 @@ it breaks here, not all over loadgen/. Everything else uses Locust's documented 
 
 from __future__ import annotations
 
+import logging
 import time
 
 import gevent
 from locust import runners
 from locust.exception import RPCError, RPCReceiveError
+
+
+def silence_final_stats_tables() -> None:
+    """Locust prints its stats tables at shutdown through the `locust.stats_logger` logger (no
+    option turns that off; --only-summary keeps them); with tokenstorm's own report they only
+    repeat it with the TTFT/TPOT rows added into the Aggregated row."""
+    logging.getLogger("locust.stats_logger").disabled = True
 
 
 def set_master_heartbeat_timeout(seconds: float) -> None:

@@ -142,6 +142,11 @@ class RunOptions(BaseModel):
     first_token_timeout: PositiveFloat = _opt(120.0, "Seconds from sending a request to its first output token", "S")
     stall_timeout: PositiveFloat = _opt(30.0, "Longest silence between output chunks, in seconds", "S")
     request_timeout: PositiveFloat = _opt(600.0, "Seconds from sending a request to the end of its stream", "S")
+    progress: bool = _opt(False, "Headless: one live progress line (requests, ETA, req/s, tokens/s, TTFT, TPOT, "
+                                 "errors) instead of Locust's stats tables (tokenstorm run's default)",
+                          include_in_web_ui=False)
+    full_report: bool = _opt(False, "At the end, also write report.md, report.html and plots/ into the results "
+                                    "folder (tokenstorm run's default)", include_in_web_ui=False)
     master_lost_after: PositiveFloat = _opt(60.0, "Given to a worker: it quits after S seconds without a heartbeat "
                                                   "from its master (Locust's own limit: 60)", "S",
                                             include_in_web_ui=False)

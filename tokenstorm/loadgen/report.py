@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
-from analysis.stats import RecordsError, format_report, load_records, summarize
+REPORT_TIMEOUT_S = 300
 
 
 def _clean(value):
@@ -21,6 +23,8 @@ def final_report(folder: Path, slos: dict[str, float], config: dict, clients: di
 
     `config` is the run's public settings, `clients` each process's self-check and `distributed`
     the master's metadata (workers seen, lost workers), None in a standalone run."""
+    from analysis.stats import RecordsError, format_report, load_records, summarize
+
     try:
         records = load_records(folder)
     except RecordsError as exc:
@@ -59,3 +63,20 @@ def final_report(folder: Path, slos: dict[str, float], config: dict, clients: di
     export = {"config": config, "summary": summary,
               "requests": [{k: _clean(v) for k, v in row.items()} for row in records.to_dict("records")]}
     (folder / "results.json").write_text(json.dumps(export, indent=1, default=str))
+
+
+def build_report_elsewhere(results_dir: Path) -> str:
+    """Write report.html for `results_dir` in another process; '' when done, else why not.
+
+    pandas and matplotlib take seconds: on this process's event loop they would stall every
+    stream in flight, and those streams' ITL would show the gap. Locust has gevent patch the
+    subprocess module, so waiting for the child lets the loop run."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "analysis", "report", str(results_dir)], capture_output=True,
+                              text=True, timeout=REPORT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"the report took longer than {REPORT_TIMEOUT_S} s"
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return lines[-1].removeprefix("analysis: ") if lines else f"the report exited {done.returncode}"
+    return ""

@@ -32,8 +32,9 @@ from ..core.records import CONVERSATION_FIELDS, Record
 from . import webui
 from .distributed import RECORDS_WRITTEN, SCHEDULE_DONE, WORKER_SUMMARY, MasterCollector, RecordShipper
 from .live import LiveStats
-from .locust_internals import set_master_heartbeat_timeout
+from .locust_internals import set_master_heartbeat_timeout, silence_final_stats_tables
 from .options import SECRET_OPTIONS, OptionError, Settings, add_arguments, keep_secrets
+from .progress import ProgressLine
 from .quota import TICKETS_GRANT, LocalQuota, RemoteQuota
 
 LOG_PREFIX = "tokenstorm:"
@@ -135,7 +136,8 @@ class Session:
         self._users = itertools.count()
         self._ssl_context = settings.ssl_context()
         self.open_loop: OpenLoop | None = None
-        self.live = LiveStats(settings.slos)  # the web UI's LLM tab
+        self.live = LiveStats(settings.slos)  # the web UI's LLM tab (and the progress line)
+        self.progress: ProgressLine | None = None
         self._schedule_done_sent = False
 
     # -- the request ---------------------------------------------------------------------
@@ -201,6 +203,9 @@ class Session:
                 self.writer = RecordWriter(folder / f"requests-{self.worker_id}.csv", on_error=self.write_failed)
         if self.started is None:
             self.started = time.time()
+        options = self.environment.parsed_options
+        if getattr(options, "progress", False) and self.role != "worker" and self.progress is None:
+            self.progress = ProgressLine(self.live, self.settings.total_requests, getattr(options, "run_time", None))
         self.monitor.start(on_sample=self._every_second)
 
     def _every_second(self, _sample) -> None:
@@ -208,6 +213,8 @@ class Session:
             self.writer.flush()
         self.live.in_flight[self.worker_id] = self.monitor.in_flight
         self.live.sample()
+        if self.progress is not None:
+            self.progress.tick()
 
     def flush_records(self) -> None:
         """Everything finished so far on disk (for downloads during a run)."""
@@ -222,6 +229,9 @@ class Session:
         self.monitor.stop()
         self.live.in_flight[self.worker_id] = self.monitor.in_flight
         self.ended = time.time()
+        if self.progress is not None:
+            self.progress.finish()
+            silence_final_stats_tables()  # tokenstorm's report follows
         if self.writer is not None:
             self.writer.flush()
         if self.role == "worker":
@@ -302,8 +312,16 @@ class Session:
         if web_ui is not None and autoquit is not None and autoquit >= 0:
             gevent.spawn_later(autoquit, web_ui.stop)
 
+    def _await_stopped_streams(self, limit_s: float = 5.0) -> None:
+        """Locust kills the users without waiting (kill(block=False)); each stream it cut still has
+        to write its `cancelled` record, which would be lost if the files closed first."""
+        deadline = time.monotonic() + limit_s
+        while self.monitor.in_flight > 0 and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+
     def close(self) -> None:
         """At the end of the process: last records out, metadata written (master/local)."""
+        self._await_stopped_streams()
         if self.role == "worker":
             if self.writer is not None:
                 try:
@@ -330,11 +348,16 @@ class Session:
 
     def report(self) -> None:
         """The end-of-run report of the whole run (master or standalone), from the records on disk."""
-        from .report import final_report
+        from .report import build_report_elsewhere, final_report
 
         settings = self.settings
         final_report(settings.results_dir, settings.slos, settings.public(), {self.worker_id: self.monitor.summary()},
                      self.collector.metadata() if self.collector is not None else None)
+        if getattr(self.environment.parsed_options, "full_report", False):
+            problem = build_report_elsewhere(settings.results_dir)
+            folder = settings.results_dir
+            print(f"{LOG_PREFIX} no report.html: {problem}" if problem else
+                  f"report: {folder}/report.html   {folder}/report.md   plots: {folder}/plots/", flush=True)
 
     def write_metadata(self) -> None:
         folder = self.settings.results_dir
@@ -509,6 +532,13 @@ def install(events=locust_events, require_agent: bool = False, require_stages: b
             session = prepare(environment)
         except OptionError as exc:
             _fail(str(exc))
+        users, rate = options.num_users or 0, options.spawn_rate or 0
+        if session.settings.arrival_stages and users > rate:
+            # open loop: users are only the cap on streams in flight; spawned at Locust's default 1/s,
+            # the schedule would wait for them and fall behind from its first second
+            options.spawn_rate = float(users)
+            print(f"{LOG_PREFIX} open loop: spawning all {users} users (the cap on streams in flight) at once "
+                  f"instead of -r {rate:g}/s", file=sys.stderr, flush=True)
         if require_stages and (session.scenario is None or not session.scenario.spec.stages):
             _fail("this locustfile follows the scenario's stages: give --scenario FILE with a `stages` section")
         if require_agent and (session.scenario is None or session.scenario.spec.agent is None):

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,8 +21,8 @@ from flask import Response, request
 
 from ..core.records import RECORD_FIELDS
 from .options import SECRET_MASK, SECRET_OPTIONS
+from .report import build_report_elsewhere
 
-REPORT_TIMEOUT_S = 300
 COLUMNS = [("name", "Upstream / scenario"), ("requests", "Requests"), ("failures", "Failures"),
            ("failclasses", "Failures by class"), ("tokps", "Output tokens/s (run)"), ("inflight", "Streams in flight"),
            ("ttftp50", "TTFT P50 (ms)"), ("ttftp90", "TTFT P90"), ("ttftp99", "TTFT P99"),
@@ -125,23 +123,6 @@ def install(environment, current_session) -> None:
         if problem:
             return Response(f"no report: {problem}\n", status=404, mimetype="text/plain")
         return Response((results_dir / "report.html").read_text(), mimetype="text/html")
-
-
-def build_report_elsewhere(results_dir: Path) -> str:
-    """Write report.html for `results_dir` in another process; '' when done, else why not.
-
-    pandas and matplotlib take seconds: on this process's event loop they would stall every
-    stream in flight, and those streams' ITL would show the gap. Locust has gevent patch the
-    subprocess module, so waiting for the child lets the loop run."""
-    try:
-        done = subprocess.run([sys.executable, "-m", "analysis", "report", str(results_dir)], capture_output=True,
-                              text=True, timeout=REPORT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return f"the report took longer than {REPORT_TIMEOUT_S} s"
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
-        return lines[-1].removeprefix("analysis: ") if lines else f"the report exited {done.returncode}"
-    return ""
 
 
 CHART_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>tokenstorm: LLM charts</title>
