@@ -22,6 +22,7 @@ from .http import AbortConnection, Request, Response
 from .planner import Plan, Planner
 from .schema import AnthropicRequest, ChatRequest, CompletionRequest, RawRequest
 from .textgen import TextSource
+from .toolargs import ToolSchemaError
 
 MAX_COALESCE = 32  # chunks already due are written together, up to this many per write
 HTTP_FAULTS = {
@@ -164,6 +165,8 @@ class MockApp:
             body = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
             raise _Reject(400, "The request body is not valid UTF-8", "invalid_request_error") from None
+        except RecursionError:
+            raise _Reject(400, "The JSON body of your request is nested too deeply", "invalid_request_error") from None
         except json.JSONDecodeError as exc:
             raise _Reject(400, f"We could not parse the JSON body of your request: {exc.msg} at line "
                           f"{exc.lineno} column {exc.colno}", "invalid_request_error") from None
@@ -253,6 +256,20 @@ class MockApp:
                 metrics.REJECTED.labels("rate_limit").inc()
                 raise _Reject(429, f"Rate limit reached for {request.model}; try again in {format_reset(wait)}.",
                               "requests", "rate_limit_exceeded", headers=_retry_headers(wait) + headers[1:])
+        seed = request.seed if request.seed is not None else f"{self.worker_index}:{next(self._counter)}"
+        # Planned before a slot is taken: a schema the mock refuses is a 400 that holds nothing.
+        try:
+            plan = self.planner.plan(request, random.Random(f"{self.config.seed}:{seed}"))
+        except ToolSchemaError as exc:
+            raise _Reject(400, f"Invalid tool parameters schema: {exc}", "invalid_request_error",
+                          "invalid_tool_schema", "tools") from None
+        except RecursionError:
+            raise _Reject(400, "Invalid tool parameters schema: nested too deeply", "invalid_request_error",
+                          "invalid_tool_schema", "tools") from None
+        if self.request_log is not None:  # what was asked and the tool calls answered (for agent tests)
+            calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in plan.calls]
+            self.request_log.write(json.dumps({"endpoint": endpoint, "body": body, "tool_calls": calls}) + "\n")
+            self.request_log.flush()
         slot = self.engine.request_slot()
         if slot is None:
             metrics.REJECTED.labels("queue_full").inc()
@@ -260,19 +277,17 @@ class MockApp:
             raise _Reject(429, f"The server's queue is full ({self.engine.max_queue} waiting); "
                           f"retry in {format_reset(wait)}.", "rate_limit_error", "queue_full",
                           headers=_retry_headers(wait))
-        metrics.PROMPT_TOKENS.inc(prompt_tokens)
-        seed = request.seed if request.seed is not None else f"{self.worker_index}:{next(self._counter)}"
-        plan = self.planner.plan(request, random.Random(f"{self.config.seed}:{seed}"))
-        if self.request_log is not None:  # what was asked and the tool calls answered (for agent tests)
-            calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in plan.calls]
-            self.request_log.write(json.dumps({"endpoint": endpoint, "body": body, "tool_calls": calls}) + "\n")
-            self.request_log.flush()
-        ctx = _Context(self, http, request, plan, slot, prompt_tokens, fault, fault_after)
-        metrics.REQUESTS.labels(endpoint, "500" if fault == "error_event" and not request.stream else "200").inc()
-        if request.stream:
-            content_type = "text/plain; charset=utf-8" if ctx.kind == "raw" else "text/event-stream; charset=utf-8"
-            return Response(200, headers=[("Content-Type", content_type), ("Cache-Control", "no-cache"), *headers],
-                            stream=ctx.stream())
+        try:
+            metrics.PROMPT_TOKENS.inc(prompt_tokens)
+            ctx = _Context(self, http, request, plan, slot, prompt_tokens, fault, fault_after)
+            metrics.REQUESTS.labels(endpoint, "500" if fault == "error_event" and not request.stream else "200").inc()
+            if request.stream:
+                content_type = "text/plain; charset=utf-8" if ctx.kind == "raw" else "text/event-stream; charset=utf-8"
+                return Response(200, headers=[("Content-Type", content_type), ("Cache-Control", "no-cache"),
+                                              *headers], stream=ctx.stream())
+        except BaseException:
+            self.engine.release(slot)  # every path that does not hand the slot to a stream gives it back
+            raise
         return ctx.respond(headers)
 
 
@@ -420,8 +435,8 @@ class _Context:
             if fault == "stall":
                 deadline = time.monotonic() + self.app.config.faults.stall_s
             sleep_watching(deadline, self.sock)
-        except ClientGone:
-            self.release(disconnected=True)
+        except BaseException as exc:  # the client left, the server stops, or a bug: the slot goes back
+            self.release(disconnected=isinstance(exc, ClientGone))
             raise
         self.tokens_sent = self.plan.completion_tokens
         self.release()

@@ -95,6 +95,9 @@ class RateLimit(_Section):
 
 class Limits(_Section):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    idle_timeout_s: float = Field(60.0, gt=0, description="a keep-alive connection unused this long is closed")
+    header_timeout_s: float = Field(10.0, gt=0, description="a request head must arrive within this (else 408)")
+    body_timeout_s: float = Field(60.0, gt=0, description="a request body must arrive within this (else 408)")
 
 
 class MockConfig(_Section):
