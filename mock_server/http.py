@@ -146,9 +146,9 @@ class _Connection:
 
     def _line(self, what: str, eof_message: str) -> bytes:
         """The next CRLF-terminated line (without the CRLF), at most MAX_LINE bytes."""
-        scan = self.pos
+        scanned = 0  # bytes after self.pos already searched (the buffer may be compacted by _fill)
         while True:
-            end = self.buf.find(b"\r\n", scan)
+            end = self.buf.find(b"\r\n", self.pos + scanned)
             if end >= 0:
                 if end - self.pos > MAX_LINE:
                     break
@@ -157,7 +157,7 @@ class _Connection:
                 return line
             if len(self.buf) - self.pos > MAX_LINE:
                 break
-            scan = max(self.pos, len(self.buf) - 1)
+            scanned = max(0, len(self.buf) - self.pos - 1)
             self._fill(eof_message)
         raise _BadRequest(400 if what != "header line" else 431, f"{what} longer than {MAX_LINE} bytes")
 
@@ -296,6 +296,22 @@ def _send_all(sock: socket.socket, data: bytes) -> None:
         sock.sendall(memoryview(data)[sent:])
 
 
+def _answer_and_close(sock: socket.socket, data: bytes) -> None:
+    """Send an error answer, then read and drop what the client is still sending (up to 1 s, 4 MB)
+    before closing: closing with unread input sends a reset that can destroy the answer in flight."""
+    sock.settimeout(1.0)
+    sock.sendall(data)
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        deadline, dropped = time.monotonic() + 1.0, 0
+        while dropped < 4 * 1024 * 1024 and (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            data = sock.recv(READ_SIZE)
+            if not data:
+                break
+            dropped += len(data)
+
+
 def _close(sock: socket.socket, reset: bool) -> None:
     if reset:
         with contextlib.suppress(OSError):
@@ -332,16 +348,13 @@ class HTTPServer(StreamServer):
                     limit = self.timeouts.header_s if exc.phase == "header" else self.timeouts.body_s
                     response = self.error(408, f"the request {'head' if exc.phase == 'header' else 'body'} "
                                                f"did not arrive within {limit:g} s")
-                    sock.settimeout(1.0)
-                    sock.sendall(_head(408, response.headers,
-                                       f"Content-Length: {len(response.body)}\r\nConnection: close\r\n")
-                                 + response.body)
+                    _answer_and_close(sock, _head(408, response.headers, f"Content-Length: {len(response.body)}"
+                                                  "\r\nConnection: close\r\n") + response.body)
                     return
                 except _BadRequest as exc:
                     response = self.error(exc.status, str(exc))
-                    sock.sendall(_head(exc.status, response.headers,
-                                       f"Content-Length: {len(response.body)}\r\nConnection: close\r\n")
-                                 + response.body)
+                    _answer_and_close(sock, _head(exc.status, response.headers, f"Content-Length: "
+                                                  f"{len(response.body)}\r\nConnection: close\r\n") + response.body)
                     return
                 if parsed is None:
                     return
