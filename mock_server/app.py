@@ -6,13 +6,12 @@ import hmac
 import itertools
 import json
 import random
-import socket
 import time
 from collections.abc import Callable, Iterator
 
 from pydantic import ValidationError
 
-from tokenstorm.core.clock import sleep_until, wait_until_or_readable
+from tokenstorm.core.clock import sleep_until
 
 from . import metrics, wire
 from .config import MockConfig
@@ -23,6 +22,7 @@ from .planner import Plan, Planner
 from .schema import AnthropicRequest, ChatRequest, CompletionRequest, RawRequest
 from .textgen import TextSource
 from .toolargs import ToolSchemaError
+from .watch import ClientGone, Watch
 
 MAX_COALESCE = 32  # chunks already due are written together, up to this many per write
 HTTP_FAULTS = {
@@ -34,10 +34,6 @@ HTTP_FAULTS = {
 }
 
 
-class ClientGone(AbortConnection):
-    """The client closed its connection while the mock was waiting."""
-
-
 class _Reject(Exception):
     """An error response decided while handling a request."""
 
@@ -46,21 +42,6 @@ class _Reject(Exception):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
         self.headers = headers or []
-
-
-def sleep_watching(deadline: float, sock: socket.socket | None) -> None:
-    """sleep_until that raises ClientGone as soon as the client hangs up (frees its slot at once)."""
-    if sock is None:
-        return sleep_until(deadline)
-    if not wait_until_or_readable(deadline, sock.fileno()):
-        return None
-    try:
-        peek = sock.recv(1, socket.MSG_PEEK)
-    except OSError:
-        raise ClientGone() from None
-    if not peek:
-        raise ClientGone()
-    return sleep_until(deadline)  # the client pipelined a request: cannot watch, just wait
 
 
 class MockApp:
@@ -305,6 +286,8 @@ class _Context:
         self.request, self.plan, self.slot = request, plan, slot
         self.t0 = http.arrival  # deadlines count from when the request reached the machine
         self.sock = http.sock
+        # The probe of a client that sent a FIN (see watch.py): an SSE comment, which clients ignore.
+        self.watch = Watch(http.sock, b": ping\n\n" if request.stream and not isinstance(request, RawRequest) else None)
         self.prompt_tokens = prompt_tokens
         self.fault, self.fault_after = fault, fault_after
         self.kind = {ChatRequest: "chat", CompletionRequest: "completions", AnthropicRequest: "anthropic",
@@ -321,6 +304,8 @@ class _Context:
     def _first_token_deadline(self) -> float:
         """Wait for a slot if queued; the first token is due a prefill after request start or slot."""
         queued = not self.slot.granted
+        if queued:
+            self.watch.wait(self.slot.event)  # ClientGone drops the queue place (release)
         self.engine.wait(self.slot)
         self.slot_at = time.monotonic() if queued else self.t0
         return self.slot_at + self.engine.prefill_s(self.prompt_tokens)
@@ -369,12 +354,13 @@ class _Context:
         try:
             # Sent with the headers, right away: TTFB is not TTFT.
             yield chunks.opening() if fault != "stall" else b""
+            self.watch.headers_sent = True
             if fault == "stall":  # headers, then silence
-                sleep_watching(time.monotonic() + self.app.config.faults.stall_s, self.sock)
+                self.watch.sleep(time.monotonic() + self.app.config.faults.stall_s)
                 client_left = False
                 raise AbortConnection()
             deadline = self._first_token_deadline()
-            sleep_watching(deadline, self.sock)
+            self.watch.sleep(deadline)
             slow = self.app.config.faults.slow_factor if fault == "slow" else 1.0
             step = self.engine.constant_itl_s(slow)
             midstream = fault in ("error_event", "truncate", "disconnect")
@@ -434,7 +420,7 @@ class _Context:
                 deadline += step if step is not None else self.engine.itl_s(slow)
             if fault == "stall":
                 deadline = time.monotonic() + self.app.config.faults.stall_s
-            sleep_watching(deadline, self.sock)
+            self.watch.sleep(deadline)
         except BaseException as exc:  # the client left, the server stops, or a bug: the slot goes back
             self.release(disconnected=isinstance(exc, ClientGone))
             raise

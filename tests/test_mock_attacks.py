@@ -180,3 +180,33 @@ def test_slow_and_idle_connections_are_timed_out(start_mock):
         sock.close()
     assert_on_schedule(stream)
     assert "Traceback" not in "".join(mock.stderr_lines)
+
+
+def test_queued_clients_that_disconnect_give_up_their_place(start_mock):
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", str(ITL_MS), "--max-num-seqs", "1", "--max-queue", "2")
+    stream = paced(mock.port)  # holds the only slot for ~3 s
+    leavers = [socket.create_connection(("127.0.0.1", mock.port), timeout=5) for _ in range(2)]
+    for sock in leavers:
+        sock.sendall(post(mock.port, json.dumps({**CHAT, "stream": True}).encode()))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")  # headers out, waiting in the queue
+    assert health(mock.port)["queued"] == 2
+    for sock in leavers:
+        sock.close()
+    gevent.sleep(0.3)
+    assert health(mock.port)["queued"] == 0
+    live = sse_probe.request(mock.port, {**CHAT, "stream": True}, timeout=30)  # not 429 queue_full
+    assert live.status == 200 and live.complete, live.body[:200]
+    assert_on_schedule(stream)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_client_that_half_closes_still_gets_its_answer(shared_mock, stream):
+    body = json.dumps({**CHAT, "stream": stream}).encode()
+    with socket.create_connection(("127.0.0.1", shared_mock.port), timeout=10) as sock:
+        sock.sendall(post(shared_mock.port, body))
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    assert (b"data: [DONE]" in data) if stream else (b'"finish_reason": "length"' in data)
