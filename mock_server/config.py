@@ -98,6 +98,7 @@ class Limits(_Section):
     idle_timeout_s: float = Field(60.0, gt=0, description="a keep-alive connection unused this long is closed")
     header_timeout_s: float = Field(10.0, gt=0, description="a request head must arrive within this (else 408)")
     body_timeout_s: float = Field(60.0, gt=0, description="a request body must arrive within this (else 408)")
+    max_connections: int | None = Field(None, ge=1, description="open connections kept; None = from ulimit -n")
 
 
 class MockConfig(_Section):

@@ -13,9 +13,13 @@ before the first token, one send per chunk, a clean chunked terminator or a TCP 
 from __future__ import annotations
 
 import contextlib
+import errno
+import math
 import re
+import resource
 import socket
 import struct
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -113,6 +117,13 @@ class _Connection:
         self.arrival = 0.0
         self.deadline = 0.0
         self.phase = "idle"
+        self.on_phase: Callable[[_Connection, str], None] | None = None  # the server's registry
+        self.shed = False
+
+    def _set_phase(self, phase: str) -> None:
+        self.phase = phase
+        if self.on_phase is not None:
+            self.on_phase(self, phase)
 
     def _recv(self) -> bytes:
         remaining = self.deadline - time.monotonic()
@@ -168,13 +179,13 @@ class _Connection:
         else:
             del self.buf[:]
             self.pos = 0
-            self.phase = "idle"
+            self._set_phase("idle")
             self.deadline = time.monotonic() + self.timeouts.idle_s
             data = self._recv()
             if not data:
                 return None
             self.buf += data
-        self.phase = "header"
+        self._set_phase("header")
         self.deadline = self.arrival + self.timeouts.header_s
         eof = "connection closed in the middle of the request head"
         line = self._line("request line", eof)
@@ -207,10 +218,11 @@ class _Connection:
         path, _, query = target.partition("?")
         keep_alive = (headers.get("connection", "").lower() != "close") if version == "HTTP/1.1" \
             else headers.get("connection", "").lower() == "keep-alive"
-        self.phase = "body"
+        self.phase = "body"  # still a request being read, for the registry
         self.deadline = time.monotonic() + self.timeouts.body_s
         body = self._read_body(headers, version)
         self.sock.settimeout(None)  # answers are written without a timeout, as before
+        self._set_phase("busy")
         return Request(method, path, query, headers, body, arrival, self.sock), keep_alive
 
     def _read_body(self, headers: dict[str, str], version: str) -> bytes:
@@ -320,16 +332,91 @@ def _close(sock: socket.socket, reset: bool) -> None:
         sock.close()
 
 
+def default_max_connections() -> int:
+    """Connections to keep open: the process's file descriptor limit less a reserve for everything else."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 65536
+    return max(16, soft - max(32, soft // 8))
+
+
+_OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
 class HTTPServer(StreamServer):
-    """Serves `handler` on a listening socket; `error` builds the body of protocol errors."""
+    """Serves `handler` on a listening socket; `error` builds the body of protocol errors.
+
+    At most `max_connections` are kept open: past it (or when accept() runs out of file
+    descriptors) the connections that have been idle longest are closed first, then those
+    still sending a request head; a connection with a request in progress is never shed."""
 
     def __init__(self, listener: socket.socket, handler: Handler, error: ErrorBody, max_body: int,
-                 timeouts: Timeouts | None = None):
+                 timeouts: Timeouts | None = None, max_connections: int | None = None):
         super().__init__(listener, self._serve_connection)
         self.app_handler = handler
         self.error = error
         self.max_body = max_body
         self.timeouts = timeouts or Timeouts()
+        self.max_connections = max_connections or default_max_connections()
+        self.open_connections = 0
+        self._idle: dict[_Connection, None] = {}  # oldest first
+        self._reading: dict[_Connection, None] = {}
+        self._warned_at = -math.inf
+
+    def _phase(self, conn: _Connection, phase: str) -> None:
+        self._idle.pop(conn, None)
+        self._reading.pop(conn, None)
+        if phase == "idle":
+            self._idle[conn] = None
+        elif phase in ("header", "body"):
+            self._reading[conn] = None
+
+    def _shed(self, count: int) -> int:
+        """Close up to `count` connections, the longest idle first; how many were closed."""
+        shed = 0
+        for pool in (self._idle, self._reading):
+            while pool and shed < count:
+                conn = next(iter(pool))
+                del pool[conn]
+                conn.shed = True
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)  # its greenlet sees EOF and ends
+                shed += 1
+        return shed
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= 10:
+            self._warned_at = now
+            print(f"mock_server: {message}", file=sys.stderr, flush=True)
+
+    def do_read(self):
+        try:
+            accepted = super().do_read()
+        except OSError as exc:
+            if exc.errno not in _OUT_OF_FDS:
+                raise
+            shed = self._shed(max(1, (len(self._idle) + len(self._reading)) // 4))
+            self._warn(f"out of file descriptors with {self.open_connections} connections open; closed {shed} "
+                       "idle ones (raise ulimit -n or lower --max-connections)")
+            self.stop_accepting()  # retry shortly, once the shed connections have closed
+            self._timer = self.loop.timer(0.05)
+            self._timer.start(self._start_accepting_if_started)
+            return None
+        if accepted is None:
+            return None
+        self.open_connections += 1
+        if self.open_connections > self.max_connections and not self._shed(1):
+            self.open_connections -= 1
+            self._warn(f"{self.max_connections} connections busy (--max-connections); refusing new ones with 503")
+            sock = accepted[0]
+            response = self.error(503, f"the mock already has {self.max_connections} connections open")
+            with contextlib.suppress(OSError):
+                sock._sock.send(_head(503, response.headers, f"Content-Length: {len(response.body)}\r\n"
+                                                             "Connection: close\r\n") + response.body)
+            _close(sock, False)
+            return None
+        return accepted
 
     def _serve_connection(self, sock: socket.socket, _address) -> None:
         with contextlib.suppress(OSError):
@@ -337,6 +424,7 @@ class HTTPServer(StreamServer):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         conn = _Connection(sock, self.max_body, self.timeouts)
+        conn.on_phase = self._phase
         reset = False
         try:
             while True:
@@ -352,6 +440,8 @@ class HTTPServer(StreamServer):
                                                   "\r\nConnection: close\r\n") + response.body)
                     return
                 except _BadRequest as exc:
+                    if conn.shed:
+                        return
                     response = self.error(exc.status, str(exc))
                     _answer_and_close(sock, _head(exc.status, response.headers, f"Content-Length: "
                                                   f"{len(response.body)}\r\nConnection: close\r\n") + response.body)
@@ -376,6 +466,8 @@ class HTTPServer(StreamServer):
         except Exception:  # a bug in a stream after its headers went out: log it, cut the connection
             traceback.print_exc()
         finally:
+            self._phase(conn, "closed")
+            self.open_connections -= 1
             _close(sock, reset)
 
     @staticmethod

@@ -210,3 +210,60 @@ def test_client_that_half_closes_still_gets_its_answer(shared_mock, stream):
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 OK")
     assert (b"data: [DONE]" in data) if stream else (b'"finish_reason": "length"' in data)
+
+
+def closed_by_server(sock, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        return sock.recv(65536) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def test_connection_cap_sheds_the_oldest_idle_connections(start_mock):
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", str(ITL_MS), "--max-connections", "100")
+    stream = paced(mock.port)
+    socks = []
+    for _ in range(300):
+        socks.append(socket.create_connection(("127.0.0.1", mock.port), timeout=10))
+        gevent.sleep(0.001)  # accepted in this order
+    assert health(mock.port)["status"] == "ok"
+    gevent.sleep(0.3)
+    closed = [closed_by_server(s, 0.05) for s in socks]
+    assert sum(closed) >= 200, sum(closed)
+    assert not any(closed[-50:])  # the newest were kept, the oldest went first
+    for sock in socks:
+        sock.close()
+    assert_on_schedule(stream)
+    assert "Traceback" not in "".join(mock.stderr_lines)
+
+
+def test_out_of_file_descriptors_sheds_idle_connections_without_a_traceback(tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    from tokenstorm.mockproc import ROOT
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    # --max-connections above the fd limit, so accept() itself runs out of descriptors
+    proc = subprocess.Popen([sys.executable, "-m", "mock_server", "--port", "0", "--max-connections", "5000"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=low_limit)
+    try:
+        port = int(proc.stdout.readline().split("127.0.0.1:")[1].split(" ")[0])
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(300)]
+        gevent.sleep(0.5)
+        assert health(port)["status"] == "ok"
+        for sock in socks:
+            sock.close()
+        assert health(port)["status"] == "ok"
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err, err[-2000:]
+    assert "out of file descriptors" in err
