@@ -352,8 +352,14 @@ class _Context:
         fault, lag = self.fault, metrics.LagCounter()
         client_left = True  # until the stream reaches an end of its own
         try:
-            # Sent with the headers, right away: TTFB is not TTFT.
-            yield chunks.opening() if fault != "stall" else b""
+            # The headers go out right away (TTFB is not TTFT); the role-only chat chunk with them, or, as
+            # vLLM and SGLang do, with the first token (--role-chunk).
+            opening = chunks.opening() if fault != "stall" else b""
+            if self.chat and self.app.config.output.role_chunk == "with-first-token":
+                yield b""
+            else:
+                yield opening
+                opening = b""
             self.watch.headers_sent = True
             if fault == "stall":  # headers, then silence
                 self.watch.sleep(time.monotonic() + self.app.config.faults.stall_s)
@@ -366,8 +372,9 @@ class _Context:
             midstream = fault in ("error_event", "truncate", "disconnect")
             cut = self.fault_after if midstream or fault == "malformed" else -1
             if cut == 0 and fault == "malformed":
-                yield chunks.malformed()
-            pending: list[bytes] = []
+                yield opening + chunks.malformed()
+                opening = b""
+            pending: list[bytes] = [opening] if opening else []
             first = True
             for chunk in self._token_chunks(chunks):
                 if first:

@@ -21,6 +21,7 @@ OVERRIDES = {
     "reasoning_tokens": "output.reasoning_tokens", "seed": "seed", "log_requests": "server.log_requests",
     "idle_timeout_s": "limits.idle_timeout_s", "header_timeout_s": "limits.header_timeout_s",
     "body_timeout_s": "limits.body_timeout_s", "max_connections": "limits.max_connections",
+    "role_chunk": "output.role_chunk",
 }
 
 
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--body-timeout-s", type=float, help="408 when a request body takes longer (default 60)")
     p.add_argument("--max-connections", type=int, help="open connections kept; past it the longest idle are "
                    "closed (default: ulimit -n less a reserve)")
+    p.add_argument("--role-chunk", choices=("with-first-token", "with-headers"),
+                   help="the role-only first chat chunk goes with the first token (default, as vLLM) or the headers")
     return p
 
 

@@ -61,6 +61,8 @@ class Output(_Section):
     reasoning_tokens: int = Field(0, ge=0, description="reasoning_content tokens before the answer")
     tool_call_probability: float = Field(0.5, ge=0, le=1, description="chance of a call with tool_choice auto")
     max_parallel_tool_calls: int = Field(1, ge=1, le=16)
+    role_chunk: Literal["with-first-token", "with-headers"] = Field(
+        "with-first-token", description="when the role-only chat chunk is sent (vLLM, SGLang: with the first token)")
 
 
 class TimelineFault(_Section):
