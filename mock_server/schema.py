@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tokenstorm.core.tokenizer import count_chat_prompt, count_tokens_cached
+from . import prompts
 
 
 class _Body(BaseModel):
@@ -107,8 +107,10 @@ class ChatRequest(_Generation):
         return self.max_completion_tokens or self.max_tokens
 
     def prompt_tokens(self) -> int:
-        return count_chat_prompt([m.model_dump(include={"role", "content", "name"}, exclude_none=True)
-                                  for m in self.messages])
+        tools = [t.model_dump(exclude_none=True) for t in self.tools or []]
+        tools += [{"type": "function", "function": f.model_dump(exclude_none=True)} for f in self.functions or []]
+        return prompts.chat_prompt([m.model_dump(include={"role", "content", "name"}, exclude_none=True)
+                                    for m in self.messages], tools)
 
 
 class CompletionRequest(_Generation):
@@ -121,12 +123,12 @@ class CompletionRequest(_Generation):
     def prompt_tokens(self) -> int:
         prompt = self.prompt
         if isinstance(prompt, str):
-            return count_tokens_cached(prompt)
+            return prompts.count(prompt)
         if prompt and isinstance(prompt[0], int):
             return len(prompt)
         if prompt and isinstance(prompt[0], list):
             return sum(len(p) for p in prompt)
-        return sum(count_tokens_cached(p) for p in prompt)
+        return sum(prompts.count(p) for p in prompt)
 
 
 class AnthropicBlock(_Body):
@@ -169,7 +171,7 @@ class AnthropicRequest(_Body):
         messages = [{"role": m.role, "content": m.text()} for m in self.messages]
         if system:
             messages.insert(0, {"role": "system", "content": system})
-        return count_chat_prompt(messages)
+        return prompts.chat_prompt(messages)
 
 
 class RawRequest(_Body):
@@ -191,4 +193,4 @@ class RawRequest(_Body):
         return self.max_tokens
 
     def prompt_tokens(self) -> int:
-        return count_tokens_cached(self.prompt)
+        return prompts.count(self.prompt)

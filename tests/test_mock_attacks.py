@@ -267,3 +267,26 @@ def test_out_of_file_descriptors_sheds_idle_connections_without_a_traceback(tmp_
         _out, err = proc.communicate(timeout=10)
     assert "Traceback" not in err, err[-2000:]
     assert "out of file descriptors" in err
+
+
+def test_an_8_mb_prompt_is_tokenized_off_the_event_loop(start_mock):
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", str(ITL_MS))
+    words = "load test the streaming mock with a long prompt of many different words " * 110_000
+    body = json.dumps({**CHAT, "messages": [{"role": "user", "content": words[:7_900_000]}]}).encode()
+    stream = paced(mock.port)
+    status, answer = exchange(mock.port, post(mock.port, body))
+    assert status == 200 and answer["usage"]["prompt_tokens"] > 1_000_000, answer
+    assert_on_schedule(stream)
+
+
+def test_tool_definitions_count_in_prompt_tokens(shared_mock):
+    from tokenstorm.core.tokenizer import count_chat_prompt
+
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    _, plain = exchange(shared_mock.port, post(shared_mock.port, json.dumps({**CHAT, "messages": messages}).encode()))
+    _, with_tools = exchange(shared_mock.port, post(shared_mock.port, json.dumps(
+        {**CHAT, "messages": messages, "tools": tools, "tool_choice": "none"}).encode()))
+    assert plain["usage"]["prompt_tokens"] == count_chat_prompt(messages)
+    assert with_tools["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"] + 15
