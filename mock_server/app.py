@@ -19,7 +19,7 @@ from .engine import Engine, Slot, format_reset
 from .faults import FaultError, FaultPicker
 from .http import AbortConnection, Request, Response
 from .planner import Plan, Planner
-from .schema import AnthropicRequest, ChatRequest, CompletionRequest, RawRequest
+from .schema import AnthropicCountRequest, AnthropicRequest, ChatRequest, CompletionRequest, RawRequest
 from .textgen import TextSource
 from .toolargs import ToolSchemaError
 from .watch import ClientGone, Watch
@@ -62,6 +62,7 @@ class MockApp:
             "/v1/chat/completions": ("POST", self.chat_completions),
             "/v1/completions": ("POST", self.completions),
             "/v1/messages": ("POST", self.messages),
+            "/v1/messages/count_tokens": ("POST", self.count_tokens),
             "/raw/stream": ("POST", self.raw_stream),
             "/v1/models": ("GET", self.list_models),
             "/health": ("GET", self.health),
@@ -109,7 +110,7 @@ class MockApp:
                                        *(headers or [])])
 
     def _error(self, rej: _Reject, request_id: str, endpoint: str) -> Response:
-        if endpoint == "/v1/messages":
+        if endpoint.startswith("/v1/messages"):
             body = wire.anthropic_error_body(rej.message, rej.type)
         else:
             body = wire.error_body(rej.message, rej.type, rej.code, rej.param)
@@ -127,7 +128,10 @@ class MockApp:
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if request.headers.get("x-api-key"):  # Anthropic's header
             scheme, key = "bearer", request.headers["x-api-key"]
+        anthropic = request.path.startswith("/v1/messages")
         if scheme.lower() != "bearer" or not key.strip():
+            if anthropic:  # Anthropic's answer names its own header
+                raise _Reject(401, "x-api-key header is required", "authentication_error")
             raise _Reject(401, "You didn't provide an API key. Send it in the Authorization header "
                           "as 'Bearer YOUR_KEY'.", "invalid_request_error", "missing_api_key")
         given = key.strip().encode()
@@ -135,6 +139,8 @@ class MockApp:
         for known in self._keys:  # compare with every key, no early exit: constant time
             ok |= hmac.compare_digest(given, known)
         if not ok:
+            if anthropic:
+                raise _Reject(401, "invalid x-api-key", "authentication_error")
             raise _Reject(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
 
     @staticmethod
@@ -208,6 +214,14 @@ class MockApp:
 
     def messages(self, request: Request, request_id: str) -> Response:
         return self._generate(request, request_id, AnthropicRequest, "/v1/messages")
+
+    def count_tokens(self, request: Request, request_id: str) -> Response:
+        """Anthropic's POST /v1/messages/count_tokens: the input tokens a message request would have."""
+        endpoint = "/v1/messages/count_tokens"
+        body = self._read_json(request)
+        counted = self._validate(AnthropicCountRequest, body)
+        return self._respond(200, json.dumps({"input_tokens": counted.prompt_tokens()}).encode(), request_id,
+                             endpoint)
 
     def raw_stream(self, request: Request, request_id: str) -> Response:
         return self._generate(request, request_id, RawRequest, "/raw/stream")

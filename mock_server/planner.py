@@ -78,6 +78,11 @@ class Planner:
         else:
             n = natural
         plan.content = self.text.window(rng, n)
+        stop = getattr(request, "stop", None)
+        if stop:
+            cut = self.text.cut_before(plan.content, [stop] if isinstance(stop, str) else stop)
+            if cut is not None:  # the output ends before the stop string, as a server honouring it does
+                plan.content, plan.finish_reason = cut, "stop"
         return plan
 
     def _tool_calls(self, request: ChatRequest, rng: random.Random) -> list[ToolCall]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from . import prompts
 
@@ -66,7 +66,15 @@ class _Generation(_Body):
     seed: int | None = None
     ignore_eos: bool = False
     min_tokens: int = Field(0, ge=0)
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(None, description="the output ends before the first of these")
+
+    @field_validator("stream", "n", mode="before")
+    @classmethod
+    def _null_is_the_default(cls, value: Any, info) -> Any:
+        """`"stream": null` and `"n": null` (the SDKs send them) mean the default."""
+        if value is None:
+            return cls.model_fields[info.field_name].default
+        return value
 
     @property
     def include_usage(self) -> bool:
@@ -172,6 +180,12 @@ class AnthropicRequest(_Body):
         if system:
             messages.insert(0, {"role": "system", "content": system})
         return prompts.chat_prompt(messages)
+
+
+class AnthropicCountRequest(AnthropicRequest):
+    """`POST /v1/messages/count_tokens`: a Messages request without max_tokens."""
+
+    max_tokens: int | None = Field(None, ge=1)
 
 
 class RawRequest(_Body):

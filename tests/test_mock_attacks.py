@@ -290,3 +290,55 @@ def test_tool_definitions_count_in_prompt_tokens(shared_mock):
         {**CHAT, "messages": messages, "tools": tools, "tool_choice": "none"}).encode()))
     assert plain["usage"]["prompt_tokens"] == count_chat_prompt(messages)
     assert with_tools["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"] + 15
+
+
+def test_stop_strings_end_the_output_before_them(shared_mock):
+    import openai
+
+    client = openai.OpenAI(base_url=shared_mock.base_url, api_key="mock-key")
+    ask = {"model": "mock-llm", "messages": [{"role": "user", "content": "hi"}], "seed": 7, "max_tokens": 24}
+    full = client.chat.completions.create(**ask).choices[0].message.content
+    stop = full.split()[len(full.split()) // 2]
+    before = full[: full.index(stop)]
+    for given in (stop, [stop, "never-in-the-output"]):
+        choice = client.chat.completions.create(**ask, stop=given).choices[0]
+        assert choice.finish_reason == "stop" and stop not in choice.message.content
+        assert before.startswith(choice.message.content) and len(choice.message.content) > len(before) - 20
+        chunks = list(client.chat.completions.create(**ask, stop=given, stream=True))
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert streamed == choice.message.content and chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_n_null_and_stream_null_are_accepted(shared_mock):
+    status, body = exchange(shared_mock.port, post(shared_mock.port, json.dumps(
+        {**CHAT, "n": None, "stream": None}).encode()))
+    assert status == 200 and body["object"] == "chat.completion", body
+
+
+ANTHROPIC = {"model": "mock-llm", "max_tokens": 5, "messages": [{"role": "user", "content": "Hello there"}]}
+
+
+def anthropic_post(path: str, body: dict, key: str | None = "mock-key") -> bytes:
+    # The official anthropic SDK is not in this venv: raw HTTP with its headers.
+    data = json.dumps(body).encode()
+    auth = f"x-api-key: {key}\r\n" if key else ""
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}anthropic-version: 2023-06-01\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n")
+    return head.encode() + data
+
+
+def test_anthropic_missing_key_and_count_tokens(shared_mock):
+    from tokenstorm.core.tokenizer import count_chat_prompt
+
+    port = shared_mock.port
+    status, body = exchange(port, anthropic_post("/v1/messages", ANTHROPIC, key=None))
+    assert status == 401 and body["type"] == "error"
+    assert body["error"]["type"] == "authentication_error" and "x-api-key" in body["error"]["message"]
+    status, body = exchange(port, anthropic_post("/v1/messages", ANTHROPIC, key="wrong"))
+    assert status == 401 and body["error"]["type"] == "authentication_error"
+    count_body = {k: v for k, v in ANTHROPIC.items() if k != "max_tokens"}
+    status, counted = exchange(port, anthropic_post("/v1/messages/count_tokens", count_body))
+    assert status == 200 and counted == {"input_tokens": count_chat_prompt(
+        [{"role": "user", "content": "Hello there"}])}
+    _, message = exchange(port, anthropic_post("/v1/messages", ANTHROPIC))
+    assert message["usage"]["input_tokens"] == counted["input_tokens"]
