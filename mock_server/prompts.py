@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 
-from tokenstorm.core.tokenizer import count_tokens, message_text
+from tokenstorm.core.tokenizer import count_tokens, get_encoding, message_text
 
 OFFLOAD_CHARS = 16_384
 CACHE_CHARS = 64 * 1024 * 1024
@@ -29,7 +29,7 @@ def count(text: str) -> int:
     if len(text) >= OFFLOAD_CHARS:
         import gevent
 
-        n = gevent.get_hub().threadpool.apply(count_tokens, (text,))
+        n = gevent.get_hub().threadpool.apply(_count_long, (text,))
     else:
         n = count_tokens(text)
     if len(text) <= CACHE_CHARS // 8:
@@ -39,6 +39,16 @@ def count(text: str) -> int:
             old, _ = _cache.popitem(last=False)
             _cached_chars -= len(old)
     return n
+
+
+def _count_long(text: str) -> int:
+    """count_tokens without a Python int per token: the token list of an 8 MB prompt is built holding
+    the GIL (~40 ms of other streams' time); tiktoken's numpy buffer is not (~10 ms). Same count:
+    no special tokens allowed, none disallowed is encode_ordinary."""
+    try:
+        return len(get_encoding().encode_to_numpy(text, allowed_special=set(), disallowed_special=()))
+    except ImportError:  # numpy missing
+        return count_tokens(text)
 
 
 def cached_chars() -> int:
