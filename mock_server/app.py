@@ -470,7 +470,15 @@ class _Context:
             blocks = []
             if plan.reasoning:
                 blocks.append({"type": "thinking", "thinking": text.text(plan.reasoning)})
-            blocks.append({"type": "text", "text": content or ""})
+            if content or not plan.calls:
+                blocks.append({"type": "text", "text": content or ""})
+            for call in plan.calls:
+                try:
+                    arguments = json.loads(call.arguments)
+                except ValueError:  # cut short by max_tokens
+                    arguments = {}
+                blocks.append({"type": "tool_use", "id": wire.anthropic_tool_id(call.id), "name": call.name,
+                               "input": arguments})
             return json.dumps({"id": self.response_id, "type": "message", "role": "assistant", "content": blocks,
                                "model": self.request.model, "stop_reason": wire.STOP_REASONS.get(plan.finish_reason),
                                "stop_sequence": None, "usage": {"input_tokens": self.prompt_tokens,

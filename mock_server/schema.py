@@ -154,8 +154,23 @@ class AnthropicMessage(_Body):
         return "".join(block.text or "" for block in self.content)
 
 
+class AnthropicTool(_Body):
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+
+    @property
+    def parameters(self) -> dict[str, Any] | None:
+        return self.input_schema
+
+
+class AnthropicToolChoice(_Body):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+
+
 class AnthropicRequest(_Body):
-    """Anthropic Messages (`POST /v1/messages`): text (and thinking) answers; tools are not mocked."""
+    """Anthropic Messages (`POST /v1/messages`): text, thinking and tool_use answers."""
 
     model: str = Field(min_length=1)
     max_tokens: int = Field(ge=1)
@@ -166,10 +181,26 @@ class AnthropicRequest(_Body):
     seed: int | None = None  # not Anthropic's; lets tests make answers repeatable
     ignore_eos: bool = False
     min_tokens: int = 0
+    tools: list[AnthropicTool] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+
+    @model_validator(mode="after")
+    def _named_tool_exists(self) -> AnthropicRequest:
+        choice = self.tool_choice
+        if choice is not None and choice.type == "tool" and choice.name not in {t.name for t in self.tools or []}:
+            raise ValueError(f"tool_choice names tool {choice.name!r}, which is not in tools")
+        if choice is not None and choice.type == "any" and not self.tools:
+            raise ValueError("tool_choice 'any' needs tools")
+        return self
 
     @property
     def include_usage(self) -> bool:
         return True
+
+    def has_tool_result(self) -> bool:
+        """The last user turn carries a tool_result: the agent loop has had its answer."""
+        content = self.messages[-1].content
+        return isinstance(content, list) and any(block.type == "tool_result" for block in content)
 
     def token_limit(self) -> int:
         return self.max_tokens
@@ -179,7 +210,7 @@ class AnthropicRequest(_Body):
         messages = [{"role": m.role, "content": m.text()} for m in self.messages]
         if system:
             messages.insert(0, {"role": "system", "content": system})
-        return prompts.chat_prompt(messages)
+        return prompts.chat_prompt(messages, [t.model_dump(exclude_none=True) for t in self.tools or []])
 
 
 class AnthropicCountRequest(AnthropicRequest):

@@ -342,3 +342,31 @@ def test_anthropic_missing_key_and_count_tokens(shared_mock):
         [{"role": "user", "content": "Hello there"}])}
     _, message = exchange(port, anthropic_post("/v1/messages", ANTHROPIC))
     assert message["usage"]["input_tokens"] == counted["input_tokens"]
+
+
+def test_anthropic_tools_stream_tool_use_blocks(shared_mock):
+    import jsonschema
+
+    schema = {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}
+    body = {**ANTHROPIC, "max_tokens": 200, "tools": [{"name": "get_weather", "input_schema": schema}],
+            "tool_choice": {"type": "any"}}
+    probe = sse_probe.request(shared_mock.port, {**body, "stream": True}, path="/v1/messages",
+                              headers={"x-api-key": "mock-key"}, key=None)
+    events = probe.json_events()
+    starts = [e["content_block"] for e in events if e["type"] == "content_block_start"]
+    assert starts[-1]["type"] == "tool_use" and starts[-1]["name"] == "get_weather"
+    assert starts[-1]["id"].startswith("toolu_")
+    pieces = [e["delta"] for e in events if e["type"] == "content_block_delta"]
+    assert pieces and all(p["type"] == "input_json_delta" for p in pieces)
+    jsonschema.validate(json.loads("".join(p["partial_json"] for p in pieces)), schema)
+    assert next(e for e in events if e["type"] == "message_delta")["delta"]["stop_reason"] == "tool_use"
+    _, message = exchange(shared_mock.port, anthropic_post("/v1/messages", body))
+    assert message["stop_reason"] == "tool_use" and message["content"][-1]["type"] == "tool_use"
+    jsonschema.validate(message["content"][-1]["input"], schema)
+    # after a tool_result the answer is text
+    followup = {**body, "tool_choice": {"type": "auto"}, "messages": [*ANTHROPIC["messages"],
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                                                   "input": {"city": "Paris"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}]}
+    _, answer = exchange(shared_mock.port, anthropic_post("/v1/messages", followup))
+    assert answer["stop_reason"] != "tool_use" and answer["content"][0]["type"] == "text"
