@@ -6,13 +6,12 @@ import hmac
 import itertools
 import json
 import random
-import socket
 import time
 from collections.abc import Callable, Iterator
 
 from pydantic import ValidationError
 
-from tokenstorm.core.clock import sleep_until, wait_until_or_readable
+from tokenstorm.core.clock import sleep_until
 
 from . import metrics, wire
 from .config import MockConfig
@@ -20,8 +19,10 @@ from .engine import Engine, Slot, format_reset
 from .faults import FaultError, FaultPicker
 from .http import AbortConnection, Request, Response
 from .planner import Plan, Planner
-from .schema import AnthropicRequest, ChatRequest, CompletionRequest, RawRequest
+from .schema import AnthropicCountRequest, AnthropicRequest, ChatRequest, CompletionRequest, RawRequest
 from .textgen import TextSource
+from .toolargs import ToolSchemaError
+from .watch import ClientGone, Watch
 
 MAX_COALESCE = 32  # chunks already due are written together, up to this many per write
 HTTP_FAULTS = {
@@ -33,10 +34,6 @@ HTTP_FAULTS = {
 }
 
 
-class ClientGone(AbortConnection):
-    """The client closed its connection while the mock was waiting."""
-
-
 class _Reject(Exception):
     """An error response decided while handling a request."""
 
@@ -45,21 +42,6 @@ class _Reject(Exception):
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
         self.headers = headers or []
-
-
-def sleep_watching(deadline: float, sock: socket.socket | None) -> None:
-    """sleep_until that raises ClientGone as soon as the client hangs up (frees its slot at once)."""
-    if sock is None:
-        return sleep_until(deadline)
-    if not wait_until_or_readable(deadline, sock.fileno()):
-        return None
-    try:
-        peek = sock.recv(1, socket.MSG_PEEK)
-    except OSError:
-        raise ClientGone() from None
-    if not peek:
-        raise ClientGone()
-    return sleep_until(deadline)  # the client pipelined a request: cannot watch, just wait
 
 
 class MockApp:
@@ -80,6 +62,7 @@ class MockApp:
             "/v1/chat/completions": ("POST", self.chat_completions),
             "/v1/completions": ("POST", self.completions),
             "/v1/messages": ("POST", self.messages),
+            "/v1/messages/count_tokens": ("POST", self.count_tokens),
             "/raw/stream": ("POST", self.raw_stream),
             "/v1/models": ("GET", self.list_models),
             "/health": ("GET", self.health),
@@ -127,7 +110,7 @@ class MockApp:
                                        *(headers or [])])
 
     def _error(self, rej: _Reject, request_id: str, endpoint: str) -> Response:
-        if endpoint == "/v1/messages":
+        if endpoint.startswith("/v1/messages"):
             body = wire.anthropic_error_body(rej.message, rej.type)
         else:
             body = wire.error_body(rej.message, rej.type, rej.code, rej.param)
@@ -145,7 +128,10 @@ class MockApp:
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if request.headers.get("x-api-key"):  # Anthropic's header
             scheme, key = "bearer", request.headers["x-api-key"]
+        anthropic = request.path.startswith("/v1/messages")
         if scheme.lower() != "bearer" or not key.strip():
+            if anthropic:  # Anthropic's answer names its own header
+                raise _Reject(401, "x-api-key header is required", "authentication_error")
             raise _Reject(401, "You didn't provide an API key. Send it in the Authorization header "
                           "as 'Bearer YOUR_KEY'.", "invalid_request_error", "missing_api_key")
         given = key.strip().encode()
@@ -153,6 +139,8 @@ class MockApp:
         for known in self._keys:  # compare with every key, no early exit: constant time
             ok |= hmac.compare_digest(given, known)
         if not ok:
+            if anthropic:
+                raise _Reject(401, "invalid x-api-key", "authentication_error")
             raise _Reject(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
 
     @staticmethod
@@ -164,6 +152,8 @@ class MockApp:
             body = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
             raise _Reject(400, "The request body is not valid UTF-8", "invalid_request_error") from None
+        except RecursionError:
+            raise _Reject(400, "The JSON body of your request is nested too deeply", "invalid_request_error") from None
         except json.JSONDecodeError as exc:
             raise _Reject(400, f"We could not parse the JSON body of your request: {exc.msg} at line "
                           f"{exc.lineno} column {exc.colno}", "invalid_request_error") from None
@@ -225,6 +215,14 @@ class MockApp:
     def messages(self, request: Request, request_id: str) -> Response:
         return self._generate(request, request_id, AnthropicRequest, "/v1/messages")
 
+    def count_tokens(self, request: Request, request_id: str) -> Response:
+        """Anthropic's POST /v1/messages/count_tokens: the input tokens a message request would have."""
+        endpoint = "/v1/messages/count_tokens"
+        body = self._read_json(request)
+        counted = self._validate(AnthropicCountRequest, body)
+        return self._respond(200, json.dumps({"input_tokens": counted.prompt_tokens()}).encode(), request_id,
+                             endpoint)
+
     def raw_stream(self, request: Request, request_id: str) -> Response:
         return self._generate(request, request_id, RawRequest, "/raw/stream")
 
@@ -253,6 +251,20 @@ class MockApp:
                 metrics.REJECTED.labels("rate_limit").inc()
                 raise _Reject(429, f"Rate limit reached for {request.model}; try again in {format_reset(wait)}.",
                               "requests", "rate_limit_exceeded", headers=_retry_headers(wait) + headers[1:])
+        seed = request.seed if request.seed is not None else f"{self.worker_index}:{next(self._counter)}"
+        # Planned before a slot is taken: a schema the mock refuses is a 400 that holds nothing.
+        try:
+            plan = self.planner.plan(request, random.Random(f"{self.config.seed}:{seed}"))
+        except ToolSchemaError as exc:
+            raise _Reject(400, f"Invalid tool parameters schema: {exc}", "invalid_request_error",
+                          "invalid_tool_schema", "tools") from None
+        except RecursionError:
+            raise _Reject(400, "Invalid tool parameters schema: nested too deeply", "invalid_request_error",
+                          "invalid_tool_schema", "tools") from None
+        if self.request_log is not None:  # what was asked and the tool calls answered (for agent tests)
+            calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in plan.calls]
+            self.request_log.write(json.dumps({"endpoint": endpoint, "body": body, "tool_calls": calls}) + "\n")
+            self.request_log.flush()
         slot = self.engine.request_slot()
         if slot is None:
             metrics.REJECTED.labels("queue_full").inc()
@@ -260,19 +272,17 @@ class MockApp:
             raise _Reject(429, f"The server's queue is full ({self.engine.max_queue} waiting); "
                           f"retry in {format_reset(wait)}.", "rate_limit_error", "queue_full",
                           headers=_retry_headers(wait))
-        metrics.PROMPT_TOKENS.inc(prompt_tokens)
-        seed = request.seed if request.seed is not None else f"{self.worker_index}:{next(self._counter)}"
-        plan = self.planner.plan(request, random.Random(f"{self.config.seed}:{seed}"))
-        if self.request_log is not None:  # what was asked and the tool calls answered (for agent tests)
-            calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in plan.calls]
-            self.request_log.write(json.dumps({"endpoint": endpoint, "body": body, "tool_calls": calls}) + "\n")
-            self.request_log.flush()
-        ctx = _Context(self, http, request, plan, slot, prompt_tokens, fault, fault_after)
-        metrics.REQUESTS.labels(endpoint, "500" if fault == "error_event" and not request.stream else "200").inc()
-        if request.stream:
-            content_type = "text/plain; charset=utf-8" if ctx.kind == "raw" else "text/event-stream; charset=utf-8"
-            return Response(200, headers=[("Content-Type", content_type), ("Cache-Control", "no-cache"), *headers],
-                            stream=ctx.stream())
+        try:
+            metrics.PROMPT_TOKENS.inc(prompt_tokens)
+            ctx = _Context(self, http, request, plan, slot, prompt_tokens, fault, fault_after)
+            metrics.REQUESTS.labels(endpoint, "500" if fault == "error_event" and not request.stream else "200").inc()
+            if request.stream:
+                content_type = "text/plain; charset=utf-8" if ctx.kind == "raw" else "text/event-stream; charset=utf-8"
+                return Response(200, headers=[("Content-Type", content_type), ("Cache-Control", "no-cache"),
+                                              *headers], stream=ctx.stream())
+        except BaseException:
+            self.engine.release(slot)  # every path that does not hand the slot to a stream gives it back
+            raise
         return ctx.respond(headers)
 
 
@@ -290,6 +300,8 @@ class _Context:
         self.request, self.plan, self.slot = request, plan, slot
         self.t0 = http.arrival  # deadlines count from when the request reached the machine
         self.sock = http.sock
+        # The probe of a client that sent a FIN (see watch.py): an SSE comment, which clients ignore.
+        self.watch = Watch(http.sock, b": ping\n\n" if request.stream and not isinstance(request, RawRequest) else None)
         self.prompt_tokens = prompt_tokens
         self.fault, self.fault_after = fault, fault_after
         self.kind = {ChatRequest: "chat", CompletionRequest: "completions", AnthropicRequest: "anthropic",
@@ -306,6 +318,8 @@ class _Context:
     def _first_token_deadline(self) -> float:
         """Wait for a slot if queued; the first token is due a prefill after request start or slot."""
         queued = not self.slot.granted
+        if queued:
+            self.watch.wait(self.slot.event)  # ClientGone drops the queue place (release)
         self.engine.wait(self.slot)
         self.slot_at = time.monotonic() if queued else self.t0
         return self.slot_at + self.engine.prefill_s(self.prompt_tokens)
@@ -352,21 +366,29 @@ class _Context:
         fault, lag = self.fault, metrics.LagCounter()
         client_left = True  # until the stream reaches an end of its own
         try:
-            # Sent with the headers, right away: TTFB is not TTFT.
-            yield chunks.opening() if fault != "stall" else b""
+            # The headers go out right away (TTFB is not TTFT); the role-only chat chunk with them, or, as
+            # vLLM and SGLang do, with the first token (--role-chunk).
+            opening = chunks.opening() if fault != "stall" else b""
+            if self.chat and self.app.config.output.role_chunk == "with-first-token":
+                yield b""
+            else:
+                yield opening
+                opening = b""
+            self.watch.headers_sent = True
             if fault == "stall":  # headers, then silence
-                sleep_watching(time.monotonic() + self.app.config.faults.stall_s, self.sock)
+                self.watch.sleep(time.monotonic() + self.app.config.faults.stall_s)
                 client_left = False
                 raise AbortConnection()
             deadline = self._first_token_deadline()
-            sleep_watching(deadline, self.sock)
+            self.watch.sleep(deadline)
             slow = self.app.config.faults.slow_factor if fault == "slow" else 1.0
             step = self.engine.constant_itl_s(slow)
             midstream = fault in ("error_event", "truncate", "disconnect")
             cut = self.fault_after if midstream or fault == "malformed" else -1
             if cut == 0 and fault == "malformed":
-                yield chunks.malformed()
-            pending: list[bytes] = []
+                yield opening + chunks.malformed()
+                opening = b""
+            pending: list[bytes] = [opening] if opening else []
             first = True
             for chunk in self._token_chunks(chunks):
                 if first:
@@ -419,9 +441,9 @@ class _Context:
                 deadline += step if step is not None else self.engine.itl_s(slow)
             if fault == "stall":
                 deadline = time.monotonic() + self.app.config.faults.stall_s
-            sleep_watching(deadline, self.sock)
-        except ClientGone:
-            self.release(disconnected=True)
+            self.watch.sleep(deadline)
+        except BaseException as exc:  # the client left, the server stops, or a bug: the slot goes back
+            self.release(disconnected=isinstance(exc, ClientGone))
             raise
         self.tokens_sent = self.plan.completion_tokens
         self.release()
@@ -448,7 +470,15 @@ class _Context:
             blocks = []
             if plan.reasoning:
                 blocks.append({"type": "thinking", "thinking": text.text(plan.reasoning)})
-            blocks.append({"type": "text", "text": content or ""})
+            if content or not plan.calls:
+                blocks.append({"type": "text", "text": content or ""})
+            for call in plan.calls:
+                try:
+                    arguments = json.loads(call.arguments)
+                except ValueError:  # cut short by max_tokens
+                    arguments = {}
+                blocks.append({"type": "tool_use", "id": wire.anthropic_tool_id(call.id), "name": call.name,
+                               "input": arguments})
             return json.dumps({"id": self.response_id, "type": "message", "role": "assistant", "content": blocks,
                                "model": self.request.model, "stop_reason": wire.STOP_REASONS.get(plan.finish_reason),
                                "stop_sequence": None, "usage": {"input_tokens": self.prompt_tokens,

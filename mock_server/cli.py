@@ -19,6 +19,9 @@ OVERRIDES = {
     "max_num_seqs": "capacity.max_num_seqs", "max_queue": "capacity.max_queue",
     "output_tokens": "output.mean_tokens", "language": "output.language",
     "reasoning_tokens": "output.reasoning_tokens", "seed": "seed", "log_requests": "server.log_requests",
+    "idle_timeout_s": "limits.idle_timeout_s", "header_timeout_s": "limits.header_timeout_s",
+    "body_timeout_s": "limits.body_timeout_s", "max_connections": "limits.max_connections",
+    "role_chunk": "output.role_chunk",
 }
 
 
@@ -47,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", choices=("en", "zh"), help="language of the generated text")
     p.add_argument("--accept-any-model", action="store_true", help="serve any model name instead of 404")
     p.add_argument("--log-requests", metavar="FILE", help="append every generation request body to FILE (JSON lines)")
+    p.add_argument("--idle-timeout-s", type=float, help="close a keep-alive connection unused this long (default 60)")
+    p.add_argument("--header-timeout-s", type=float, help="408 when a request head takes longer (default 10)")
+    p.add_argument("--body-timeout-s", type=float, help="408 when a request body takes longer (default 60)")
+    p.add_argument("--max-connections", type=int, help="open connections kept; past it the longest idle are "
+                   "closed (default: ulimit -n less a reserve)")
+    p.add_argument("--role-chunk", choices=("with-first-token", "with-headers"),
+                   help="the role-only first chat chunk goes with the first token (default, as vLLM) or the headers")
     return p
 
 

@@ -63,6 +63,8 @@ class Output(_Section):
     reasoning_tokens: int = Field(0, ge=0, description="reasoning_content tokens before the answer")
     tool_call_probability: float = Field(0.5, ge=0, le=1, description="chance of a call with tool_choice auto")
     max_parallel_tool_calls: int = Field(1, ge=1, le=16)
+    role_chunk: Literal["with-first-token", "with-headers"] = Field(
+        "with-first-token", description="when the role-only chat chunk is sent (vLLM, SGLang: with the first token)")
 
 
 class TimelineFault(_Section):
@@ -97,6 +99,10 @@ class RateLimit(_Section):
 
 class Limits(_Section):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    idle_timeout_s: float = Field(60.0, gt=0, description="a keep-alive connection unused this long is closed")
+    header_timeout_s: float = Field(10.0, gt=0, description="a request head must arrive within this (else 408)")
+    body_timeout_s: float = Field(60.0, gt=0, description="a request body must arrive within this (else 408)")
+    max_connections: int | None = Field(None, ge=1, description="open connections kept; None = from ulimit -n")
 
 
 class MockConfig(_Section):

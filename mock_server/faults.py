@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 from .config import FAULTS, Faults
 
@@ -25,7 +26,7 @@ class FaultPicker:
         after = self.config.after_tokens
         raw_after = headers.get(AFTER_HEADER)
         if raw_after is not None:
-            if not raw_after.strip().isdigit():
+            if not re.fullmatch(r"[0-9]{1,9}", raw_after.strip()):  # ASCII digits: int() takes "²" too
                 raise FaultError(f"X-Mock-Fault-After must be a whole number of tokens, got {raw_after!r}")
             after = int(raw_after)
         requested = headers.get(HEADER)

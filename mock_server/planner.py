@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from tokenstorm.core import tokenizer
 
 from .config import MockConfig
-from .schema import ChatRequest, CompletionRequest, NamedToolChoice
+from .schema import AnthropicRequest, ChatRequest, CompletionRequest, NamedToolChoice
 from .textgen import TextSource, Window
 from .toolargs import call_id, make_arguments
 
@@ -65,8 +65,9 @@ class Planner:
             if budget <= 0:
                 plan.finish_reason = "length"
                 return plan
-        if isinstance(request, ChatRequest):
-            calls = self._tool_calls(request, rng)
+        if isinstance(request, ChatRequest | AnthropicRequest):
+            calls = self._tool_calls(request, rng) if isinstance(request, ChatRequest) \
+                else self._anthropic_tool_calls(request, rng)
             if calls:
                 plan.legacy_function = not request.tools
                 plan.finish_reason = "function_call" if plan.legacy_function else "tool_calls"
@@ -78,6 +79,11 @@ class Planner:
         else:
             n = natural
         plan.content = self.text.window(rng, n)
+        stop = getattr(request, "stop", None)
+        if stop:
+            cut = self.text.cut_before(plan.content, [stop] if isinstance(stop, str) else stop)
+            if cut is not None:  # the output ends before the stop string, as a server honouring it does
+                plan.content, plan.finish_reason = cut, "stop"
         return plan
 
     def _tool_calls(self, request: ChatRequest, rng: random.Random) -> list[ToolCall]:
@@ -105,6 +111,10 @@ class Planner:
                 chosen = [next(f for f in request.functions if f.name == choice.name)]
         else:
             return []
+        return self._calls(chosen, rng)
+
+    @staticmethod
+    def _calls(chosen: list, rng: random.Random) -> list[ToolCall]:
         calls = []
         for function in chosen:
             # ASCII JSON (non-ASCII escaped), so every token decodes on its own.
@@ -113,6 +123,20 @@ class Planner:
             calls.append(ToolCall(call_id(rng), function.name, arguments,
                                   max(1, tokenizer.count_tokens(function.name)), pieces))
         return calls
+
+    def _anthropic_tool_calls(self, request: AnthropicRequest, rng: random.Random) -> list[ToolCall]:
+        choice = request.tool_choice.type if request.tool_choice else "auto"
+        if not request.tools or choice == "none":
+            return []
+        if choice == "tool":
+            chosen = [next(t for t in request.tools if t.name == request.tool_choice.name)]
+        else:
+            if choice == "auto" and (request.has_tool_result()
+                                     or rng.random() >= self.config.output.tool_call_probability):
+                return []
+            chosen = rng.sample(request.tools, rng.randint(1, min(self.config.output.max_parallel_tool_calls,
+                                                                   len(request.tools))))
+        return self._calls(chosen, rng)
 
     def _wants_tool(self, request: ChatRequest, rng: random.Random) -> bool:
         # An agent loop ends when the model has seen a tool result: answer in text then.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tokenstorm.core.tokenizer import count_chat_prompt, count_tokens_cached
+from . import prompts
 
 
 class _Body(BaseModel):
@@ -66,7 +66,15 @@ class _Generation(_Body):
     seed: int | None = None
     ignore_eos: bool = False
     min_tokens: int = Field(0, ge=0)
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(None, description="the output ends before the first of these")
+
+    @field_validator("stream", "n", mode="before")
+    @classmethod
+    def _null_is_the_default(cls, value: Any, info) -> Any:
+        """`"stream": null` and `"n": null` (the SDKs send them) mean the default."""
+        if value is None:
+            return cls.model_fields[info.field_name].default
+        return value
 
     @property
     def include_usage(self) -> bool:
@@ -107,8 +115,10 @@ class ChatRequest(_Generation):
         return self.max_completion_tokens or self.max_tokens
 
     def prompt_tokens(self) -> int:
-        return count_chat_prompt([m.model_dump(include={"role", "content", "name"}, exclude_none=True)
-                                  for m in self.messages])
+        tools = [t.model_dump(exclude_none=True) for t in self.tools or []]
+        tools += [{"type": "function", "function": f.model_dump(exclude_none=True)} for f in self.functions or []]
+        return prompts.chat_prompt([m.model_dump(include={"role", "content", "name"}, exclude_none=True)
+                                    for m in self.messages], tools)
 
 
 class CompletionRequest(_Generation):
@@ -121,12 +131,12 @@ class CompletionRequest(_Generation):
     def prompt_tokens(self) -> int:
         prompt = self.prompt
         if isinstance(prompt, str):
-            return count_tokens_cached(prompt)
+            return prompts.count(prompt)
         if prompt and isinstance(prompt[0], int):
             return len(prompt)
         if prompt and isinstance(prompt[0], list):
             return sum(len(p) for p in prompt)
-        return sum(count_tokens_cached(p) for p in prompt)
+        return sum(prompts.count(p) for p in prompt)
 
 
 class AnthropicBlock(_Body):
@@ -144,8 +154,23 @@ class AnthropicMessage(_Body):
         return "".join(block.text or "" for block in self.content)
 
 
+class AnthropicTool(_Body):
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+
+    @property
+    def parameters(self) -> dict[str, Any] | None:
+        return self.input_schema
+
+
+class AnthropicToolChoice(_Body):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+
+
 class AnthropicRequest(_Body):
-    """Anthropic Messages (`POST /v1/messages`): text (and thinking) answers; tools are not mocked."""
+    """Anthropic Messages (`POST /v1/messages`): text, thinking and tool_use answers."""
 
     model: str = Field(min_length=1)
     max_tokens: int = Field(ge=1)
@@ -156,10 +181,26 @@ class AnthropicRequest(_Body):
     seed: int | None = None  # not Anthropic's; lets tests make answers repeatable
     ignore_eos: bool = False
     min_tokens: int = 0
+    tools: list[AnthropicTool] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+
+    @model_validator(mode="after")
+    def _named_tool_exists(self) -> AnthropicRequest:
+        choice = self.tool_choice
+        if choice is not None and choice.type == "tool" and choice.name not in {t.name for t in self.tools or []}:
+            raise ValueError(f"tool_choice names tool {choice.name!r}, which is not in tools")
+        if choice is not None and choice.type == "any" and not self.tools:
+            raise ValueError("tool_choice 'any' needs tools")
+        return self
 
     @property
     def include_usage(self) -> bool:
         return True
+
+    def has_tool_result(self) -> bool:
+        """The last user turn carries a tool_result: the agent loop has had its answer."""
+        content = self.messages[-1].content
+        return isinstance(content, list) and any(block.type == "tool_result" for block in content)
 
     def token_limit(self) -> int:
         return self.max_tokens
@@ -169,7 +210,13 @@ class AnthropicRequest(_Body):
         messages = [{"role": m.role, "content": m.text()} for m in self.messages]
         if system:
             messages.insert(0, {"role": "system", "content": system})
-        return count_chat_prompt(messages)
+        return prompts.chat_prompt(messages, [t.model_dump(exclude_none=True) for t in self.tools or []])
+
+
+class AnthropicCountRequest(AnthropicRequest):
+    """`POST /v1/messages/count_tokens`: a Messages request without max_tokens."""
+
+    max_tokens: int | None = Field(None, ge=1)
 
 
 class RawRequest(_Body):
@@ -191,4 +238,4 @@ class RawRequest(_Body):
         return self.max_tokens
 
     def prompt_tokens(self) -> int:
-        return count_tokens_cached(self.prompt)
+        return prompts.count(self.prompt)

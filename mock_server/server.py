@@ -10,7 +10,7 @@ import sys
 
 from .app import MockApp
 from .config import MockConfig
-from .http import SO_TIMESTAMPNS, HTTPServer
+from .http import SO_TIMESTAMPNS, HTTPServer, Timeouts
 
 
 def listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -41,7 +41,10 @@ def serve(config: MockConfig, sock: socket.socket, worker_index: int = 0, max_nu
     import gevent
 
     app = MockApp(config, worker_index, max_num_seqs)
-    server = HTTPServer(sock, app, app.protocol_error, config.limits.max_body_bytes)
+    limits = config.limits
+    server = HTTPServer(sock, app, app.protocol_error, limits.max_body_bytes,
+                        Timeouts(limits.idle_timeout_s, limits.header_timeout_s, limits.body_timeout_s),
+                        limits.max_connections)
     gevent.signal_handler(signal.SIGTERM, server.stop, 5)
     gevent.signal_handler(signal.SIGINT, server.stop, 5)
     server.start()

@@ -207,3 +207,25 @@ class TextSource:
         texts = self.corpus.texts
         return "".join("".join(texts[a:b]) for a, b in self._spans(window)) + "".join(
             self._filler_text[t] for t in window.extra)
+
+    def cut_before(self, window: Window, stops: list[str]) -> Window | None:
+        """The window's leading tokens that end before the first of `stops` in its text, or None when no stop
+        string occurs (what a server honouring `stop` streams)."""
+        text = self.text(window)
+        found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+        if not found:
+            return None
+        limit = min(found)
+        texts, size = self.corpus.texts, len(self.corpus)
+        length = 0
+        for i in range(window.count):
+            length += len(texts[(window.start + i) % size])
+            if length > limit:
+                return Window(window.start, i)
+        extra: list[int] = []
+        for token in window.extra:
+            length += len(self._filler_text[token])
+            if length > limit:
+                break
+            extra.append(token)
+        return Window(window.start, window.count, tuple(extra))

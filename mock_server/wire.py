@@ -127,6 +127,10 @@ def anthropic_error_body(message: str, type_: str) -> bytes:
     return json.dumps({"type": "error", "error": {"type": anthropic_type, "message": message}}).encode()
 
 
+def anthropic_tool_id(call_id: str) -> str:
+    return "toolu_" + call_id.removeprefix("call_")
+
+
 class AnthropicChunks:
     """Anthropic Messages SSE: message_start, content blocks (thinking, text), message_delta, message_stop."""
 
@@ -170,6 +174,20 @@ class AnthropicChunks:
 
     def reasoning(self, delta_json: bytes) -> bytes:
         return self._delta("thinking_delta", "thinking", delta_json)
+
+    def tool_call_start(self, index: int, call_id: str, name: str) -> bytes:
+        """A tool_use content block; its input follows as input_json_delta pieces."""
+        out = self._stop_block()
+        self._block += 1
+        self._kind = f"tool_use:{index}"
+        block = {"type": "tool_use", "id": anthropic_tool_id(call_id), "name": name, "input": {}}
+        return out + self._event("content_block_start", _dumps({"type": "content_block_start",
+                                                                "index": self._block, "content_block": block}))
+
+    def tool_call_arguments(self, index: int, piece: str) -> bytes:
+        return self._event("content_block_delta", _dumps({"type": "content_block_delta", "index": self._block,
+                                                          "delta": {"type": "input_json_delta",
+                                                                    "partial_json": piece}}))
 
     def tail(self, reason: str, usage: dict) -> bytes:
         out = self._switch("text") if self._block < 0 else b""  # an empty answer still has a text block

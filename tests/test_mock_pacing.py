@@ -43,14 +43,20 @@ def test_ttft_and_itl_match_configuration(start_mock, streams):
     assert abs(statistics.mean(itls) - 20) < 2 + late_all / 39  # (last - first) / 39 gaps per stream
 
 
-def test_role_chunk_and_headers_arrive_before_the_first_token(start_mock):
-    mock = start_mock("--ttft-ms", "200", "--itl-ms", "5")
+@pytest.mark.parametrize("role_chunk", ["with-first-token", "with-headers"])
+def test_headers_arrive_before_the_first_token_and_the_role_chunk_when_asked(start_mock, role_chunk):
+    mock = start_mock("--ttft-ms", "200", "--itl-ms", "5", "--role-chunk", role_chunk)
     before = mock_lag_buckets(mock)
     (probe,) = run_streams(mock.port, 1)
     late = mock_lag_bound_ms(before, mock_lag_buckets(mock)) / 1000
     assert probe.t_headers - probe.t_sent < 0.05
+    assert probe.json_events()[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     role_at = probe.events[0][0] - probe.t_sent
-    assert role_at < 0.05 and 0.1995 < probe.ttft < 0.205 + late
+    assert 0.1995 < probe.ttft < 0.205 + late
+    if role_chunk == "with-headers":
+        assert role_at < 0.05
+    else:  # vLLM's way: the role chunk leaves with the first token
+        assert abs(role_at - probe.ttft) < 0.002
 
 
 def test_itl_zero_writes_tokens_back_to_back(start_mock):
@@ -100,7 +106,7 @@ def test_client_that_disconnects_frees_its_slot_at_once(start_mock):
 
 
 def test_disconnect_while_waiting_for_the_first_token_frees_the_slot(start_mock):
-    mock = start_mock("--ttft-ms", "5000", "--itl-ms", "10", "--max-num-seqs", "1")
+    mock = start_mock("--ttft-ms", "5000", "--itl-ms", "10", "--max-num-seqs", "1", "--role-chunk", "with-headers")
     sse_probe.request(mock.port, CHAT, close_after_events=1)  # role chunk, then hang up during prefill
     gevent.sleep(0.2)
     health = sse_probe.request(mock.port, None, path="/health", method="GET")
