@@ -349,7 +349,7 @@ class _Context:
     def stream(self) -> Iterator[bytes]:
         """The SSE body; each token leaves at its absolute deadline, its lateness is recorded."""
         chunks = self._chunks()
-        fault, lag = self.fault, metrics.LagCounter()
+        fault, lag = self.fault, metrics.LagCounter(self.t0)
         client_left = True  # until the stream reaches an end of its own
         try:
             # Sent with the headers, right away: TTFB is not TTFT.

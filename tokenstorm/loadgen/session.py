@@ -29,7 +29,7 @@ from ..core import tokenizer
 from ..core.clock import realtime_to_monotonic, sleep_until
 from ..core.formats import FORMATS
 from ..core.records import CONVERSATION_FIELDS, Record
-from . import webui
+from . import server_metrics, webui
 from .distributed import RECORDS_WRITTEN, SCHEDULE_DONE, WORKER_SUMMARY, MasterCollector, RecordShipper
 from .live import LiveStats
 from .locust_internals import set_master_heartbeat_timeout
@@ -137,6 +137,7 @@ class Session:
         self.open_loop: OpenLoop | None = None
         self.live = LiveStats(settings.slos)  # the web UI's LLM tab
         self._schedule_done_sent = False
+        self.scraper: server_metrics.Scraper | None = None  # --server-metrics (master/local)
 
     # -- the request ---------------------------------------------------------------------
     def request_body(self) -> dict:
@@ -201,6 +202,10 @@ class Session:
                 self.writer = RecordWriter(folder / f"requests-{self.worker_id}.csv", on_error=self.write_failed)
         if self.started is None:
             self.started = time.time()
+        if self.settings.server_metrics and self.role != "worker":
+            if self.scraper is None:
+                self.scraper = server_metrics.Scraper(self.settings.server_metrics, folder, self._ssl_context)
+            self.scraper.start()
         self.monitor.start(on_sample=self._every_second)
 
     def _every_second(self, _sample) -> None:
@@ -221,6 +226,8 @@ class Session:
             self.collector.stop_watching()
         self.monitor.stop()
         self.live.in_flight[self.worker_id] = self.monitor.in_flight
+        if self.scraper is not None:
+            self.scraper.stop()
         self.ended = time.time()
         if self.writer is not None:
             self.writer.flush()
@@ -322,6 +329,8 @@ class Session:
             self.writer.close()
         if self.conversations is not None:
             self.conversations.close()
+        if self.scraper is not None:
+            self.scraper.close()
         try:
             self.write_metadata()
         except OSError as exc:
@@ -463,6 +472,11 @@ def prepare(environment) -> Session:
             settings = resolve(settings)
         options.model = settings.model
         options.prompt, options.prompt_file = settings.prompt, ""
+        if settings.server_metrics:  # scrapable now, or no load at all
+            try:
+                server_metrics.check(settings.server_metrics, settings.ssl_context())
+            except ValueError as exc:
+                raise OptionError(f"--server-metrics: {exc}") from None
     if settings.scenario is not None and options.num_users is None and settings.scenario.spec.users:
         options.num_users = settings.scenario.spec.users  # -u on the command line wins
     session = _sessions[environment] = Session(environment, settings)
