@@ -35,10 +35,10 @@ class ScrapeError(Exception):
 
 def metrics_target(url: str) -> tuple[Target, str]:
     """(where to connect, the path to GET) of a /metrics URL; ValueError names what is wrong."""
-    target = Target.parse(url)  # http(s), a host, a valid port, no query
     parts = urlsplit(url)
     if parts.username or parts.password:
         raise ValueError(f"URL {public_url(url)!r} must not hold credentials")
+    target = Target.parse(url)  # http(s), a host, a valid port, no query
     return target, target.base_path or "/metrics"
 
 
@@ -151,13 +151,15 @@ class Scraper:
     def _loop(self) -> None:
         next_at = time.monotonic()
         while not self.broken:
-            self.scrape()
             next_at += self.interval_s
             gevent.sleep(max(0.0, next_at - time.monotonic()))
+            self.scrape()
 
     def start(self) -> None:
-        """Scrape now and then every interval, in a greenlet (the first scrape is the window's start)."""
+        """Scrape now (called before the users start: the window's start holds none of their requests),
+        then every interval in a greenlet."""
         if self._greenlet is None:
+            self.scrape()
             self._greenlet = gevent.spawn(self._loop)
 
     def stop(self) -> None:
