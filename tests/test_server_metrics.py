@@ -153,3 +153,15 @@ def test_vllm_names_map_to_the_quantities_the_report_plots():
     (ttft,) = analysis_metrics.reconcile(samples, records)
     assert ttft["server_mean_ms"] == 8.0 / 30 * 1000 and ttft["client_requests"] == 30
     assert abs(ttft["overhead_ms"] - (280.0 - 8.0 / 30 * 1000)) < 1e-9
+
+
+def test_parsing_a_large_page_gives_the_event_loop_turns():
+    """A page the size of vLLM's is parsed a family at a time, with the loop's turn in between."""
+    page = "".join(f"# TYPE vllm:h{h}_seconds histogram\n"
+                   + "".join(f'vllm:h{h}_seconds_bucket{{le="{b}",model_name="m"}} {b}\n' for b in range(30))
+                   + f'vllm:h{h}_seconds_count{{model_name="m"}} 29\nvllm:h{h}_seconds_sum{{model_name="m"}} 1.5\n'
+                   for h in range(40))
+    pauses = []
+    samples = parse_samples(page, pause=lambda: pauses.append(time.perf_counter()))
+    assert len(samples) == 40 * 32 and ("vllm:h3_seconds_sum", 'model_name="m"', 1.5) in samples
+    assert len(pauses) >= 2  # ~10-20 ms of parsing, a turn every ms
