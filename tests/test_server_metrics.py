@@ -9,7 +9,7 @@ import sys
 import time
 
 import pandas as pd
-from locust_procs import clean_env, free_port, locust_cmd, run_locust, stop_all, wait_until
+from locust_procs import clean_env, free_port, locust_cmd, run_locust, start_master, start_worker, stop_all, wait_until
 from mock_metrics import chat_requests_seen
 
 from analysis import server_metrics as analysis_metrics
@@ -165,3 +165,24 @@ def test_parsing_a_large_page_gives_the_event_loop_turns():
     samples = parse_samples(page, pause=lambda: pauses.append(time.perf_counter()))
     assert len(samples) == 40 * 32 and ("vllm:h3_seconds_sum", 'model_name="m"', 1.5) in samples
     assert len(pauses) >= 2  # ~10-20 ms of parsing, a turn every ms
+
+
+def test_in_a_distributed_run_the_master_scrapes_and_workers_do_not(start_mock, tmp_path):
+    mock = start_mock(*MOCK)
+    port, total = free_port(), 120
+    master = start_master(mock.url, port, 2, "-u", "4", "-r", "4", "--total-requests", str(total),
+                          "--results-dir", str(tmp_path), "--server-metrics", mock.url + "/metrics")
+    workers = [start_worker(port) for _ in range(2)]
+    try:
+        out, err = master.communicate(timeout=120)
+    finally:
+        stop_all(master, *workers)
+    assert master.returncode == 0, err[-3000:]
+    assert "server metrics" not in err and f"requests {total}   ok {total}" in out
+    assert [p.name for p in tmp_path.glob("server-metrics*")] == ["server-metrics.csv"]
+    records = load_records(tmp_path)
+    assert len(records) == total and sorted(records["worker_id"].unique()) == ["w0", "w1"]
+    (ttft,) = [r for r in report(tmp_path)["server_metrics"]["reconciliation"] if r["metric"] == "ttft_ms"]
+    assert ttft["client_requests"] == ttft["server_observations"] == total
+    ttfb = records["ttfb_ms"]
+    assert -0.1 * ttfb.median() <= ttft["overhead_ms"] <= ttfb.quantile(0.99), (ttft, ttfb.describe())
