@@ -53,7 +53,8 @@ def build_summary(results: Results) -> dict:
     summary["warmup_s"] = results.warmup_s
     samples = server_metrics.load_samples(results.folder)
     if samples is not None and not samples.empty:
-        summary["server_metrics"] = server_metrics.summary(samples, records)
+        since = float(records["t_start"].min()) if results.warmup_s and len(records) else None
+        summary["server_metrics"] = server_metrics.summary(samples, records, since)
     client = results.metadata.get("client")
     if results.metadata.get("workers"):
         client = {w: f.get("client") for w, f in results.metadata["workers"].items()}
@@ -152,6 +153,8 @@ def server_metrics_section(facts: dict, url: str | None) -> tuple[str, str, list
             "Client-side overhead = the client's mean minus the server's mean (histogram _sum/_count deltas "
             "from the first to the last scrape), over the requests whose first token (TTFT) or end (E2E, TPOT) "
             "fell in that window: time the server never sees (network, HTTP, the client's reading).")
+    if facts["reconciliation"] and facts["reconciliation"][0]["window_start"] > facts["first"]:
+        text += " After a warm-up, the window starts at the first scrape after it."
     if not facts["reconciliation"]:
         text += " The server reports no TTFT/E2E/TPOT histogram we know: nothing to reconcile."
     rows = [[r["label"], r["server_metric"], _fmt(r["client_mean_ms"]), _fmt(r["server_mean_ms"]),

@@ -134,9 +134,12 @@ def _client_event_time(records: pd.DataFrame, column: str) -> pd.Series:
     return metrics.end_times(records)
 
 
-def reconcile(samples: pd.DataFrame, records: pd.DataFrame) -> list[dict]:
+def reconcile(samples: pd.DataFrame, records: pd.DataFrame, since: float | None = None) -> list[dict]:
     """Client mean minus server mean of each latency the server reports as a histogram, over the
-    window between the first and the last scrape (requests whose first token, or end, falls in it)."""
+    window between the first and the last scrape (requests whose first token, or end, falls in it).
+    `since` (unix s, the end of a warm-up): the window starts at the first scrape at or after it."""
+    if since is not None:
+        samples = samples[samples["t"] >= since]
     out = []
     for column, names in HISTOGRAMS.items():
         name = _first_present(samples, tuple(n + "_sum" for n in names))
@@ -162,14 +165,14 @@ def reconcile(samples: pd.DataFrame, records: pd.DataFrame) -> list[dict]:
     return out
 
 
-def summary(samples: pd.DataFrame, records: pd.DataFrame) -> dict:
-    """What the report says about the scrapes: count, window, sources, reconciliation."""
+def summary(samples: pd.DataFrame, records: pd.DataFrame, since: float | None = None) -> dict:
+    """What the report says about the scrapes: count, window, sources, reconciliation (from `since`)."""
     times = np.sort(samples["t"].unique())
     t0 = float(records["t_start"].min()) if len(records) else float(times[0])
     _, sources = series(samples, t0)
     return {"scrapes": len(times), "first": float(times[0]), "last": float(times[-1]),
             "window_s": float(times[-1] - times[0]), "sources": sources,
-            "reconciliation": reconcile(samples, records)}
+            "reconciliation": reconcile(samples, records, since)}
 
 
 def plot(samples: pd.DataFrame, records: pd.DataFrame, client: pd.DataFrame, path: Path) -> Path | None:

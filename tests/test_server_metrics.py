@@ -72,6 +72,17 @@ def test_a_run_scrapes_the_mock_and_the_report_reconciles_ttft(start_mock, tmp_p
     assert (tmp_path / "plots" / "server_metrics.png").stat().st_size > 10_000
     assert "plots/server_metrics.png" in md and "Server metrics over time" in (tmp_path / "report.html").read_text()
 
+    # --warmup: the window starts at the first scrape after it; at most the 4 streams then in
+    # flight are counted on one side only
+    done = subprocess.run([sys.executable, "-m", "analysis", "report", str(tmp_path), "--warmup", "1"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    facts = json.loads((tmp_path / "summary.json").read_text())["summary"]["server_metrics"]
+    (warm,) = [r for r in facts["reconciliation"] if r["metric"] == "ttft_ms"]
+    assert warm["window_start"] >= records["t_start"].min() + 1 and warm["window_start"] in times
+    assert 0 < warm["server_observations"] < total and abs(warm["client_requests"] - warm["server_observations"]) <= 4
+    assert -0.1 * ttfb.median() <= warm["overhead_ms"] <= ttfb.quantile(0.99), warm
+
 
 def test_a_url_that_gives_no_metrics_is_one_line_and_exit_2_before_any_load(shared_mock, tmp_path):
     for url in (f"http://127.0.0.1:{free_port()}/metrics", shared_mock.url + "/no-metrics-here",
