@@ -17,7 +17,7 @@ from . import metrics, timeseries
 
 TITLES = {"ttft": "TTFT distribution", "tpot": "TPOT distribution", "over_time": "Over time",
           "errors": "Errors over time", "by_upstream": "TTFT by upstream", "by_scenario": "TTFT by scenario",
-          "by_model": "TTFT by model"}
+          "by_model": "TTFT by model", "server_metrics": "Server metrics over time"}
 
 
 def subplots(rows: int = 1, cols: int = 1, **kwargs):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import metrics, plots, timeseries
+from . import metrics, plots, server_metrics, timeseries
 from .context import run_context
 from .metrics import PERCENTILES, describe, percentile_key, percentile_label
 from .results import Results
@@ -51,6 +51,10 @@ def build_summary(results: Results) -> dict:
     summary["cross_checks"] = cross_checks(records)
     summary["client_vs_timing"] = client_vs_timing(records, results.folder)
     summary["warmup_s"] = results.warmup_s
+    samples = server_metrics.load_samples(results.folder)
+    if samples is not None and not samples.empty:
+        since = float(records["t_start"].min()) if results.warmup_s and len(records) else None
+        summary["server_metrics"] = server_metrics.summary(samples, records, since)
     client = results.metadata.get("client")
     if results.metadata.get("workers"):
         client = {w: f.get("client") for w, f in results.metadata["workers"].items()}
@@ -137,6 +141,29 @@ def errors_table(summary: dict) -> list[list[str]]:
             for name, count in sorted(summary["failures_by_class"].items(), key=lambda item: (-item[1], item[0]))]
 
 
+SERVER_SOURCES = {"queue": "queue depth", "running": "running requests", "kv_cache": "KV-cache usage",
+                  "prefix_hit": "prefix-cache hit rate", "generation_tokens": "generation tokens",
+                  "prompt_tokens": "prompt tokens", "ttft_ms": "TTFT", "e2e_ms": "E2E", "tpot_ms": "TPOT"}
+
+
+def server_metrics_section(facts: dict, url: str | None) -> tuple[str, str, list[str], list[list[str]]]:
+    """The server's own metrics: what was found, and client mean minus server mean per latency."""
+    found = ", ".join(f"{SERVER_SOURCES.get(k, k)} ({v})" for k, v in facts["sources"].items()) or "nothing we know"
+    text = (f"{facts['scrapes']} scrapes of {url or 'the server'} over {facts['window_s']:.1f} s; found: {found}. "
+            "Client-side overhead = the client's mean minus the server's mean (histogram _sum/_count deltas "
+            "from the first to the last scrape), over the requests whose first token (TTFT) or end (E2E, TPOT) "
+            "fell in that window: time the server never sees (network, HTTP, the client's reading).")
+    if facts["reconciliation"] and facts["reconciliation"][0]["window_start"] > facts["first"]:
+        text += " After a warm-up, the window starts at the first scrape after it."
+    if not facts["reconciliation"]:
+        text += " The server reports no TTFT/E2E/TPOT histogram we know: nothing to reconcile."
+    rows = [[r["label"], r["server_metric"], _fmt(r["client_mean_ms"]), _fmt(r["server_mean_ms"]),
+             _fmt(r["overhead_ms"]), f"{r['client_requests']:,}", f"{r['server_observations']:,}"]
+            for r in facts["reconciliation"]]
+    return ("Server metrics", text, ["Metric", "Server metric", "Client mean (ms)", "Server mean (ms)",
+                                     "Client-side overhead (ms)", "Client requests", "Server observations"], rows)
+
+
 def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """(title, text, table header, table rows) for both the Markdown and the HTML report."""
     header = ["Metric (successful requests)", *STAT_LABELS]
@@ -173,6 +200,8 @@ def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str]
                     ["Event-loop lag", "Requests", "Client CPU mean (%)", "TTFT P50 (ms)", "TTFT P99 (ms)"],
                     [[r["loop_lag"], str(r["requests"]), _fmt(r["cpu_pct_mean"]), _fmt(r["ttft_p50"]),
                       _fmt(r["ttft_p99"])] for r in summary["client_vs_timing"]]))
+    if summary.get("server_metrics"):
+        out.append(server_metrics_section(summary["server_metrics"], results.config.get("server_metrics")))
     if results.locust_stats is not None:
         stats = results.locust_stats
         columns = [c for c in ("Type", "Name", "Request Count", "Failure Count", "Median Response Time",
@@ -217,6 +246,11 @@ def write_report(results: Results, window_s: float = 5.0, per_request: bool = Fa
             plots.over_time(timeseries.windows(results.records, window_s), plot_dir / "over_time.png")
             if len(results.records) else plots.locust_history(results.locust_history, plot_dir / "over_time.png"),
             plots.errors(results.records, plot_dir / "errors.png", window_s)]
+    samples = server_metrics.load_samples(folder)
+    if samples is not None and not samples.empty:
+        made.append(server_metrics.plot(samples, results.records, timeseries.windows(results.records, window_s)
+                                        if len(results.records) else pd.DataFrame(),
+                                        plot_dir / "server_metrics.png"))
     for column in ("upstream", "scenario", "model"):
         made.append(plots.by_group(results.records, column, plot_dir / f"by_{column}.png"))
     made = [p for p in made if p is not None]

@@ -363,7 +363,7 @@ class _Context:
     def stream(self) -> Iterator[bytes]:
         """The SSE body; each token leaves at its absolute deadline, its lateness is recorded."""
         chunks = self._chunks()
-        fault, lag = self.fault, metrics.LagCounter()
+        fault, lag = self.fault, metrics.LagCounter(self.t0)
         client_left = True  # until the stream reaches an end of its own
         try:
             # The headers go out right away (TTFB is not TTFT); the role-only chat chunk with them, or, as

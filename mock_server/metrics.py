@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -41,6 +42,11 @@ TOKEN_LAG = Histogram("mock_token_lag_seconds",
                       buckets=LAG_BUCKETS)
 TOKEN_LAG_MAX = Gauge("mock_token_lag_max_seconds", "Largest chunk lag since start",
                       multiprocess_mode="max")
+TIME_TO_FIRST_TOKEN = Histogram("mock_time_to_first_token_seconds",
+                                "From a request's arrival to its first output chunk (what vLLM's "
+                                "vllm:time_to_first_token_seconds measures)",
+                                buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+                                         float("inf")))
 FAULTS = Counter("mock_faults_injected_total", "Faults injected, by name", ["fault"])
 DISCONNECTS = Counter("mock_client_disconnects_total", "Streams whose client went away mid-response")
 REJECTED = Counter("mock_rejected_total", "Requests refused for capacity or rate limits", ["reason"])
@@ -50,18 +56,23 @@ _lag_max = 0.0
 
 
 class LagCounter:
-    """Per-stream tally of chunk lags (and chunks), added to the metrics every FLUSH_EVERY chunks."""
+    """Per-stream tally of chunk lags (and chunks), added to the metrics every FLUSH_EVERY chunks.
+    Given the request's arrival (monotonic), its first chunk also observes TIME_TO_FIRST_TOKEN."""
 
     FLUSH_EVERY = 64
-    __slots__ = ("counts", "largest", "n", "total")
+    __slots__ = ("arrival", "counts", "largest", "n", "total")
 
-    def __init__(self) -> None:
+    def __init__(self, arrival: float | None = None) -> None:
+        self.arrival = arrival
         self.counts = [0] * len(LAG_BUCKETS)
         self.total = 0.0
         self.largest = 0.0
         self.n = 0
 
     def add(self, lag: float) -> None:
+        if self.arrival is not None:
+            TIME_TO_FIRST_TOKEN.observe(time.monotonic() - self.arrival)
+            self.arrival = None
         if lag < 0.0:
             lag = 0.0
         self.counts[bisect.bisect_left(_BOUNDS, lag)] += 1

@@ -64,7 +64,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         for mock in mocks:
             mock.stop()
     for name, folder in folders.items():
-        assert (load_records(folder)["error_type"] == CANCELLED).any(), (name, load_records(folder)[["status", "error_type", "error"]].value_counts())
+        records = load_records(folder)
+        assert (records["error_type"] == CANCELLED).any(), (name, records[["status", "error_type"]].value_counts())
     return folders
 
 

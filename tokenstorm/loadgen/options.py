@@ -23,6 +23,7 @@ from ..client.scenario import Scenario, ScenarioError, load_scenario
 from ..client.stream import Timeouts
 from ..client.writer import check_writable
 from ..core.assets import find
+from .server_metrics import SCRAPE_INTERVAL_S, metrics_target, public_url
 
 DEFAULT_PROMPT = ("You are helping with a load test. Write a short, friendly paragraph about why measuring "
                   "time to first token matters for chat applications.")
@@ -138,6 +139,10 @@ class RunOptions(BaseModel):
     # set by the master for its workers (one shared schedule), not by users
     arrival_start: Float = _opt(0.0, "", **HIDDEN)
     arrival_processes: NonNegativeInt = _opt(0, "", **HIDDEN)
+    server_metrics: str = _opt("", f"The target's Prometheus metrics URL (e.g. http://127.0.0.1:8000/metrics): "
+                                   f"scraped every {SCRAPE_INTERVAL_S:g} s into DIR/server-metrics.csv; the report "
+                                   "plots it and reconciles the server's TTFT/E2E/TPOT with the client's",
+                                   "URL")
     connect_timeout: PositiveFloat = _opt(10.0, "Seconds to open a connection", "S")
     first_token_timeout: PositiveFloat = _opt(120.0, "Seconds from sending a request to its first output token", "S")
     stall_timeout: PositiveFloat = _opt(30.0, "Longest silence between output chunks, in seconds", "S")
@@ -298,6 +303,7 @@ class Settings(BaseModel):
     arrival: str = "poisson"
     burstiness: float = 1.0
     arrival_seed: int = 0
+    server_metrics: str = Field("", repr=False)  # the /metrics URL ("" = off)
 
     @classmethod
     def build(cls, options: argparse.Namespace, host: str | None, results_dir: Path,
@@ -309,6 +315,11 @@ class Settings(BaseModel):
             _check_results_dir(results_dir)
         if opts.tls_ca and not Path(opts.tls_ca).is_file():
             raise OptionError(f"--tls-ca {opts.tls_ca}: no such file")
+        if opts.server_metrics:
+            try:
+                metrics_target(opts.server_metrics)
+            except ValueError as exc:
+                raise OptionError(f"--server-metrics: {exc}") from None
         if opts.max_tokens == 0 and opts.ignore_eos:
             raise OptionError("--ignore-eos needs --max-tokens > 0")
         timeouts = Timeouts(opts.connect_timeout, opts.first_token_timeout, opts.stall_timeout, opts.request_timeout)
@@ -332,7 +343,8 @@ class Settings(BaseModel):
             total_requests=total, results_dir=results_dir, timeouts=timeouts,
             slos={k: v for k, v in slos.items() if v}, scenario=scenario, arrival_stages=_stages(opts, scenario),
             arrival=opts.arrival, burstiness=opts.burstiness, arrival_seed=opts.arrival_seed,
-            tls_ca=opts.tls_ca, tls_insecure=opts.tls_insecure, max_tokens_field=opts.max_tokens_field)
+            tls_ca=opts.tls_ca, tls_insecure=opts.tls_insecure, max_tokens_field=opts.max_tokens_field,
+            server_metrics=opts.server_metrics)
 
     def ssl_context(self):
         """The TLS settings of https connections (gevent's context: its sockets cooperate)."""
@@ -355,6 +367,7 @@ class Settings(BaseModel):
             "total_requests": self.total_requests, "results_dir": str(self.results_dir),
             "timeouts": self.timeouts.__dict__, "slos": self.slos, "tls_ca": self.tls_ca,
             "tls_insecure": self.tls_insecure,
+            "server_metrics": public_url(self.server_metrics) if self.server_metrics else None,
             "arrivals": {"stages": self.arrival_stages, "process": self.arrival, "burstiness": self.burstiness,
                          "seed": self.arrival_seed} if self.arrival_stages else None,
             "scenario": None if self.scenario is None else {

@@ -29,7 +29,7 @@ from ..core import tokenizer
 from ..core.clock import realtime_to_monotonic, sleep_until
 from ..core.formats import FORMATS
 from ..core.records import CONVERSATION_FIELDS, Record
-from . import webui
+from . import server_metrics, webui
 from .distributed import RECORDS_WRITTEN, SCHEDULE_DONE, WORKER_SUMMARY, MasterCollector, RecordShipper
 from .live import LiveStats
 from .locust_internals import set_master_heartbeat_timeout, silence_final_stats_tables
@@ -139,6 +139,7 @@ class Session:
         self.live = LiveStats(settings.slos)  # the web UI's LLM tab (and the progress line)
         self.progress: ProgressLine | None = None
         self._schedule_done_sent = False
+        self.scraper: server_metrics.Scraper | None = None  # --server-metrics (master/local)
 
     # -- the request ---------------------------------------------------------------------
     def request_body(self) -> dict:
@@ -206,6 +207,10 @@ class Session:
         options = self.environment.parsed_options
         if getattr(options, "progress", False) and self.role != "worker" and self.progress is None:
             self.progress = ProgressLine(self.live, self.settings.total_requests, getattr(options, "run_time", None))
+        if self.settings.server_metrics and self.role != "worker":
+            if self.scraper is None:
+                self.scraper = server_metrics.Scraper(self.settings.server_metrics, folder, self._ssl_context)
+            self.scraper.start()
         self.monitor.start(on_sample=self._every_second)
 
     def _every_second(self, _sample) -> None:
@@ -228,6 +233,8 @@ class Session:
             self.collector.stop_watching()
         self.monitor.stop()
         self.live.in_flight[self.worker_id] = self.monitor.in_flight
+        if self.scraper is not None:
+            self.scraper.stop()
         self.ended = time.time()
         if self.progress is not None:
             self.progress.finish()
@@ -340,6 +347,8 @@ class Session:
             self.writer.close()
         if self.conversations is not None:
             self.conversations.close()
+        if self.scraper is not None:
+            self.scraper.close()
         try:
             self.write_metadata()
         except OSError as exc:
@@ -486,6 +495,11 @@ def prepare(environment) -> Session:
             settings = resolve(settings)
         options.model = settings.model
         options.prompt, options.prompt_file = settings.prompt, ""
+        if settings.server_metrics:  # scrapable now, or no load at all
+            try:
+                server_metrics.check(settings.server_metrics, settings.ssl_context())
+            except ValueError as exc:
+                raise OptionError(f"--server-metrics: {exc}") from None
     if settings.scenario is not None and options.num_users is None and settings.scenario.spec.users:
         options.num_users = settings.scenario.spec.users  # -u on the command line wins
     session = _sessions[environment] = Session(environment, settings)
