@@ -46,8 +46,10 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     mocks, procs, folders = [], {}, {}
     try:
         for name, (mock_args, load) in plans.items():
-            mock = MockProcess([*mock_args, "--ttft-ms", "30", "--itl-ms", "10", "--jitter", "0",
-                                "--output-tokens", "20", "--seed", "7"])
+            # streams of ~0.6 s, jittered: on a busy machine the stop can come ~0.1 s late, and short
+            # streams in lockstep all ended ok in that gap (no stream left to cut)
+            mock = MockProcess([*mock_args, "--ttft-ms", "30", "--itl-ms", "10", "--jitter", "0.3",
+                                "--output-tokens", "60", "--seed", "7"])
             mocks.append(mock)
             folders[name] = root / name
             procs[name] = subprocess.Popen(
