@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tokenstorm.mockproc import ROOT
+from tokenstorm.mockproc import ROOT, MockProcess
 
 LOCUST = str(Path(sys.executable).parent / "locust")
 LOCUSTFILES = ROOT / "locustfiles"
@@ -77,3 +77,28 @@ def wait_until(condition, what: str, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.05)
+
+
+def concurrent_runs(root: Path, plans: dict[str, tuple[list[str], list[str]]], timeout: float = 180) -> dict[str, Path]:
+    """For each plan (name -> (mock args, Locust args)), a mock of its own and one headless run
+    into root/name, all at the same time, so they share whatever else the machine is doing.
+    Each run must exit 0; returns the results folders by name."""
+    mocks, procs, folders = [], {}, {}
+    try:
+        for name, (mock_args, locust_args) in plans.items():
+            mock = MockProcess(mock_args)
+            mocks.append(mock)
+            folders[name] = root / name
+            procs[name] = subprocess.Popen(locust_cmd(mock.url, *locust_args, "--results-dir", str(folders[name])),
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                           env=clean_env(), cwd=ROOT)
+        for name, proc in procs.items():
+            _out, err = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, (name, err[-2000:])
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        for mock in mocks:
+            mock.stop()
+    return folders

@@ -11,11 +11,11 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from locust_procs import clean_env, locust_cmd
+from locust_procs import concurrent_runs
 
 from analysis.metrics import PERCENTILES, percentile_key
 from analysis.stats import load_records
-from tokenstorm.mockproc import ROOT, MockProcess
+from tokenstorm.mockproc import ROOT
 
 
 def analysis(*args: str) -> subprocess.CompletedProcess:
@@ -32,28 +32,12 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     config = root / "mock.yaml"
     config.write_text("faults:\n  probabilities:\n    http_500: 0.04\n")
-    mocks, procs, folders = [], {}, {}
-    try:
-        for name, ttft, seed in (("base", "100", "3"), ("rerun", "100", "4"), ("slower", "120", "5")):
-            mock = MockProcess(["--config", str(config), "--ttft-ms", ttft, "--itl-ms", "4", "--jitter", "0.15",
-                                "--output-tokens", "40", "--seed", seed])
-            mocks.append(mock)
-            folders[name] = root / name
-            procs[name] = subprocess.Popen(
-                locust_cmd(mock.url, "-u", "8", "-r", "8", "--total-requests", "400", "--results-dir",
-                           str(folders[name]), "--csv", str(folders[name] / "locust"), "--csv-full-history",
-                           "--slo-ttft-ms", "120", "--exit-code-on-error", "0"),
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env(), cwd=ROOT)
-        for name, proc in procs.items():
-            _out, err = proc.communicate(timeout=180)
-            assert proc.returncode == 0, (name, err[-2000:])
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-        for mock in mocks:
-            mock.stop()
-    return folders
+    plans = {name: (["--config", str(config), "--ttft-ms", ttft, "--itl-ms", "4", "--jitter", "0.15",
+                     "--output-tokens", "40", "--seed", seed],
+                    ["-u", "8", "-r", "8", "--total-requests", "400", "--csv", str(root / name / "locust"),
+                     "--csv-full-history", "--slo-ttft-ms", "120", "--exit-code-on-error", "0"])
+             for name, ttft, seed in (("base", "100", "3"), ("rerun", "100", "4"), ("slower", "120", "5"))}
+    return concurrent_runs(root, plans)
 
 
 def test_report_files_and_exact_percentiles(runs):

@@ -16,14 +16,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from locust_procs import LOCUST, LOCUSTFILE, clean_env, free_port, locust_cmd, stop_all, wait_until
+from locust_procs import LOCUST, LOCUSTFILE, clean_env, concurrent_runs, free_port, stop_all, wait_until
 
 from analysis import metrics
 from analysis.stats import NUMERIC, TEXT, load_records, summarize
 from tokenstorm.client.writer import RecordWriter
 from tokenstorm.core.records import CANCELLED, NUMERIC_FIELDS, RECORD_FIELDS, TEXT_FIELDS, Record
 from tokenstorm.loadgen.live import WINDOW_S, LiveStats
-from tokenstorm.mockproc import ROOT, MockProcess
+from tokenstorm.mockproc import ROOT
 
 
 def analysis(*args: str) -> subprocess.CompletedProcess:
@@ -43,28 +43,12 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     plans = {"faults": (["--config", str(config)], ["-u", "4", "-r", "4", "-t", "3s"]),
              "long": ([], ["-u", "4", "-r", "4", "-t", "4s"]),
              "short": ([], ["-u", "2", "-r", "2", "-t", "2s"])}
-    mocks, procs, folders = [], {}, {}
-    try:
-        for name, (mock_args, load) in plans.items():
-            # streams of ~0.6 s, jittered: on a busy machine the stop can come ~0.1 s late, and short
-            # streams in lockstep all ended ok in that gap (no stream left to cut)
-            mock = MockProcess([*mock_args, "--ttft-ms", "30", "--itl-ms", "10", "--jitter", "0.3",
-                                "--output-tokens", "60", "--seed", "7"])
-            mocks.append(mock)
-            folders[name] = root / name
-            procs[name] = subprocess.Popen(
-                locust_cmd(mock.url, *load, "--stop-timeout", "0", "--results-dir", str(folders[name]),
-                           "--slo-ttft-ms", "1000", "--exit-code-on-error", "0"),
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env(), cwd=ROOT)
-        for name, proc in procs.items():
-            _out, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, (name, err[-2000:])
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-        for mock in mocks:
-            mock.stop()
+    # streams of ~0.6 s, jittered: on a busy machine the stop can come ~0.1 s late, and short
+    # streams in lockstep all ended ok in that gap (no stream left to cut)
+    mock = ["--ttft-ms", "30", "--itl-ms", "10", "--jitter", "0.3", "--output-tokens", "60", "--seed", "7"]
+    end = ["--stop-timeout", "0", "--slo-ttft-ms", "1000", "--exit-code-on-error", "0"]
+    folders = concurrent_runs(root, {name: ([*mock_args, *mock], [*load, *end])
+                                     for name, (mock_args, load) in plans.items()}, timeout=120)
     for name, folder in folders.items():
         records = load_records(folder)
         assert (records["error_type"] == CANCELLED).any(), (name, records[["status", "error_type"]].value_counts())
