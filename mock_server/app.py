@@ -423,7 +423,7 @@ class _Context:
                 if fault == "disconnect":
                     raise AbortConnection(reset=True)
                 return  # error_event, truncate: the HTTP response ends without finish_reason or [DONE]
-            pending.append(chunks.tail(self.plan.finish_reason, self._usage()))
+            pending.append(chunks.tail(self.plan.finish_reason, self._usage(), self.plan.stop_sequence))
             yield b"".join(pending)
             client_left = False
         finally:
@@ -480,8 +480,9 @@ class _Context:
                 blocks.append({"type": "tool_use", "id": wire.anthropic_tool_id(call.id), "name": call.name,
                                "input": arguments})
             return json.dumps({"id": self.response_id, "type": "message", "role": "assistant", "content": blocks,
-                               "model": self.request.model, "stop_reason": wire.STOP_REASONS.get(plan.finish_reason),
-                               "stop_sequence": None, "usage": {"input_tokens": self.prompt_tokens,
+                               "model": self.request.model,
+                               "stop_reason": wire.anthropic_stop_reason(plan.finish_reason, plan.stop_sequence),
+                               "stop_sequence": plan.stop_sequence, "usage": {"input_tokens": self.prompt_tokens,
                                                                 "output_tokens": plan.completion_tokens}},
                               ensure_ascii=False).encode()
         if self.chat:

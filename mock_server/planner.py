@@ -35,6 +35,7 @@ class Plan:
     calls: list[ToolCall] = field(default_factory=list)
     legacy_function: bool = False  # answer with delta.function_call instead of tool_calls
     finish_reason: str = "stop"
+    stop_sequence: str | None = None  # the request's stop string that ended the output
 
     @property
     def reasoning_tokens(self) -> int:
@@ -81,9 +82,13 @@ class Planner:
         plan.content = self.text.window(rng, n)
         stop = getattr(request, "stop", None)
         if stop:
-            cut = self.text.cut_before(plan.content, [stop] if isinstance(stop, str) else stop)
+            stops = [stop] if isinstance(stop, str) else stop
+            text = self.text.text(plan.content)
+            cut = self.text.cut_before(plan.content, stops)
             if cut is not None:  # the output ends before the stop string, as a server honouring it does
                 plan.content, plan.finish_reason = cut, "stop"
+                found = [s for s in stops if s and s in text]
+                plan.stop_sequence = min(found, key=text.find) if found else None
         return plan
 
     def _tool_calls(self, request: ChatRequest, rng: random.Random) -> list[ToolCall]:

@@ -183,6 +183,11 @@ class AnthropicRequest(_Body):
     min_tokens: int = 0
     tools: list[AnthropicTool] | None = None
     tool_choice: AnthropicToolChoice | None = None
+    stop_sequences: list[str] | None = Field(None, description="the output ends before the first of these")
+
+    @property
+    def stop(self) -> list[str] | None:
+        return self.stop_sequences
 
     @model_validator(mode="after")
     def _named_tool_exists(self) -> AnthropicRequest:

@@ -95,7 +95,7 @@ class Chunks:
     def usage(self, usage: dict) -> bytes:
         return self._usage_head + _dumps(usage) + b"}\n\n"
 
-    def tail(self, reason: str, usage: dict) -> bytes:
+    def tail(self, reason: str, usage: dict, stop_sequence: str | None = None) -> bytes:
         """finish_reason, the usage chunk when asked for, [DONE]."""
         return self.finish(reason) + (self.usage(usage) if self.include_usage else b"") + DONE
 
@@ -117,6 +117,11 @@ def usage_dict(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int
 
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use"}
+
+
+def anthropic_stop_reason(finish_reason: str, stop_sequence: str | None) -> str:
+    """Anthropic's stop_reason: `stop_sequence` when one of the request's stop_sequences ended it."""
+    return "stop_sequence" if stop_sequence is not None else STOP_REASONS.get(finish_reason, finish_reason)
 
 
 def anthropic_error_body(message: str, type_: str) -> bytes:
@@ -189,10 +194,10 @@ class AnthropicChunks:
                                                           "delta": {"type": "input_json_delta",
                                                                     "partial_json": piece}}))
 
-    def tail(self, reason: str, usage: dict) -> bytes:
+    def tail(self, reason: str, usage: dict, stop_sequence: str | None = None) -> bytes:
         out = self._switch("text") if self._block < 0 else b""  # an empty answer still has a text block
-        delta = {"type": "message_delta", "delta": {"stop_reason": STOP_REASONS.get(reason, reason),
-                                                    "stop_sequence": None},
+        delta = {"type": "message_delta", "delta": {"stop_reason": anthropic_stop_reason(reason, stop_sequence),
+                                                    "stop_sequence": stop_sequence},
                  "usage": {"output_tokens": usage["completion_tokens"]}}
         return (out + self._stop_block() + self._event("message_delta", _dumps(delta))
                 + self._event("message_stop", b'{"type":"message_stop"}'))
@@ -218,7 +223,7 @@ class RawChunks:
     reasoning = content
 
     @staticmethod
-    def tail(reason: str, usage: dict) -> bytes:
+    def tail(reason: str, usage: dict, stop_sequence: str | None = None) -> bytes:
         return b""
 
     @staticmethod

@@ -49,7 +49,6 @@ def test_the_readme_open_loop_example_without_r_keeps_its_schedule(start_mock, t
     loop_lag = json.loads((tmp_path / "run-local.json").read_text())["client"]["loop_lag_ms_max"]
     # ~4 streams of ~0.22 s in flight at 20 req/s; with 1 user/s the first seconds were ~0.5 s late
     assert records["schedule_lag_ms"].max() < 50 + loop_lag
-    assert "fell behind its schedule" not in result.stdout
 
 
 def test_poisson_gaps_are_exponential(start_mock, tmp_path):

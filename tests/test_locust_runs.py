@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from locust_procs import clean_env, locust_cmd, run_locust
-from mock_metrics import chat_requests_seen
+from mock_metrics import chat_requests_seen, mock_lag_bound_ms, mock_lag_buckets
 
 from analysis.stats import load_records
 from tokenstorm.mockproc import ROOT
@@ -28,12 +28,16 @@ def records(folder: Path) -> pd.DataFrame:
 @pytest.mark.parametrize(("users", "total"), [(1, 20), (50, 300)])
 def test_accuracy_against_the_exact_mock(start_mock, tmp_path, users, total):
     mock = start_mock("--ttft-ms", "100", "--itl-ms", "10", "--jitter", "0")
+    before = mock_lag_buckets(mock)
     result = run_locust(mock.url, "-u", str(users), "-r", str(users), "--total-requests", str(total),
                         "--max-tokens", "40", "--ignore-eos", "--results-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     df = records(tmp_path)
     assert len(df) == total and (df["status"] == "ok").all()
-    assert abs(statistics.median(df["ttft_ms"]) - 100) < 2
+    # late by what the mock measured of itself on a busy machine: its chunks' lag, and reading the
+    # request (at most the time to the response headers)
+    late = mock_lag_bound_ms(before, mock_lag_buckets(mock), share=0.5) + statistics.median(df["ttfb_ms"])
+    assert -0.5 < statistics.median(df["ttft_ms"]) - 100 < 2 + late
     assert abs(statistics.median(df["tpot_ms"]) - 10) < 0.5
     assert (df["output_tokens"] == 40).all() and (df["output_tokens_usage"] == 40).all()
     assert (df["output_tokens_tokenizer"] == 40).all() and (df["output_tokens_source"] == "usage").all()

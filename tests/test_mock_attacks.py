@@ -370,3 +370,20 @@ def test_anthropic_tools_stream_tool_use_blocks(shared_mock):
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]}]}
     _, answer = exchange(shared_mock.port, anthropic_post("/v1/messages", followup))
     assert answer["stop_reason"] != "tool_use" and answer["content"][0]["type"] == "text"
+
+
+def test_anthropic_stop_sequences_through_the_official_sdk(shared_mock):
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=shared_mock.url, api_key="mock-key")
+    ask = {"model": "mock-llm", "max_tokens": 24, "messages": [{"role": "user", "content": "hi"}],
+           "extra_body": {"seed": 7}}  # seed is the mock's own (repeatable answers)
+    full = client.messages.create(**ask).content[0].text
+    stop = full.split()[len(full.split()) // 2]
+    message = client.messages.create(**ask, stop_sequences=[stop, "never-in-the-output"])
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", stop)
+    assert stop not in message.content[0].text and full.startswith(message.content[0].text)
+    with client.messages.stream(**ask, stop_sequences=[stop]) as stream:
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", stop)
+    assert final.content[0].text == message.content[0].text

@@ -38,14 +38,18 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     in flight (--stop-timeout 0), so each has cancelled records; the short run has more of them
     per request. The three run at the same time."""
     root = tmp_path_factory.mktemp("consistency")
-    config = root / "faults.yaml"
-    config.write_text("faults:\n  probabilities:\n    http_500: 0.06\n    http_429: 0.06\n    truncate: 0.06\n")
-    plans = {"faults": (["--config", str(config)], ["-u", "4", "-r", "4", "-t", "3s"]),
-             "long": ([], ["-u", "4", "-r", "4", "-t", "4s"]),
-             "short": ([], ["-u", "2", "-r", "2", "-t", "2s"])}
-    # streams of ~0.6 s, jittered: on a busy machine the stop can come ~0.1 s late, and short
-    # streams in lockstep all ended ok in that gap (no stream left to cut)
-    mock = ["--ttft-ms", "30", "--itl-ms", "10", "--jitter", "0.3", "--output-tokens", "60", "--seed", "7"]
+    # Stream lengths spread (lognormal, cv 0.6, ~0.6 s on average): users started together and
+    # given equal streams stay in lockstep, and a stop that comes ~0.1 s late on a busy machine
+    # then finds them all just finished (no stream left to cut).
+    output = "output:\n  mean_tokens: 60\n  cv: 0.6\n"
+    plain, faults = root / "plain.yaml", root / "faults.yaml"
+    plain.write_text(output)
+    faults.write_text(output + "faults:\n  probabilities:\n    http_500: 0.06\n    http_429: 0.06\n"
+                      "    truncate: 0.06\n")
+    plans = {"faults": (["--config", str(faults)], ["-u", "4", "-r", "4", "-t", "3s"]),
+             "long": (["--config", str(plain)], ["-u", "4", "-r", "4", "-t", "4s"]),
+             "short": (["--config", str(plain)], ["-u", "2", "-r", "2", "-t", "2s"])}
+    mock = ["--ttft-ms", "30", "--itl-ms", "10", "--jitter", "0.3", "--seed", "7"]
     end = ["--stop-timeout", "0", "--slo-ttft-ms", "1000", "--exit-code-on-error", "0"]
     folders = concurrent_runs(root, {name: ([*mock_args, *mock], [*load, *end])
                                      for name, (mock_args, load) in plans.items()}, timeout=120)
