@@ -9,6 +9,7 @@ import time
 import gevent
 import pytest
 import sse_probe
+from mock_metrics import mock_lag_bound_ms, mock_lag_buckets
 
 CHAT = {"model": "mock-llm", "messages": [{"role": "user", "content": "hi"}], "stream": True,
         "max_tokens": 20, "stream_options": {"include_usage": True}}
@@ -78,10 +79,12 @@ def test_stall_sends_headers_then_nothing(mock):
 
 
 def test_slow_streams_tokens_far_slower(mock):
+    before = mock_lag_buckets(mock)
     probe = faulted(mock, "slow", {**CHAT, "max_tokens": 10})
+    late_s = mock_lag_bound_ms(before, mock_lag_buckets(mock)) / 1000  # what the mock measured of itself
     itls = probe.itls()
     assert probe.complete and len(itls) == 9
-    assert all(abs(gap - 0.02) < 0.005 for gap in itls), itls  # 2 ms x slow_factor 10
+    assert all(abs(gap - 0.02) < 0.005 + late_s for gap in itls), (itls, late_s)  # 2 ms x slow_factor 10
 
 
 def test_malformed_chunk_is_invalid_json_and_the_stream_goes_on(mock):

@@ -29,11 +29,14 @@ def test_a_run_shorter_than_one_interval_still_has_a_sample():
     monitor = Monitor(interval_s=1.0)
     seen = []
     monitor.start(on_sample=seen.append)
-    deadline = time.monotonic() + 0.35
+    wall0, cpu0 = time.monotonic(), time.process_time()
+    deadline = wall0 + 0.35
     while time.monotonic() < deadline:  # keep the CPU busy between the loop-lag probes
         gevent.sleep(0)
+    used_pct = (time.process_time() - cpu0) / (time.monotonic() - wall0) * 100  # what the OS gave us
     monitor.stop()
     assert len(monitor.samples) == 1 and seen == monitor.samples
     sample = monitor.samples[0]
-    assert sample.cpu_pct > 30 and sample.loop_lag_ms >= 0
+    # busy the whole time: near 100% on an idle machine, less when other processes take the cores
+    assert sample.cpu_pct > min(30, used_pct / 2) and sample.loop_lag_ms >= 0, (sample, used_pct)
     assert monitor.summary()["samples"] == 1
