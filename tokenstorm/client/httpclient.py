@@ -6,6 +6,7 @@ line, and none can say when bytes reached the machine. This client hands every r
 caller with its arrival time: the kernel's receive timestamp (SO_TIMESTAMPNS) on plain TCP,
 so a client that is busy for a moment still dates each chunk by when it arrived, not by when
 Python got round to it; time.monotonic() at the read where the kernel gives none (TLS).
+The framing itself (status line, headers, Content-Length, chunked) is llhttp's, fed those reads.
 
 All instants are time.monotonic() seconds.
 """
