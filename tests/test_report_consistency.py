@@ -124,7 +124,7 @@ def test_compare_with_cancelled_streams_flags_no_failure_regression(runs, tmp_pa
     # half the users on a mock whose latency does not depend on load: half the throughput, same latency
     throughput = rows[("throughput_req_s", "run")]
     assert throughput["base"] == pytest.approx(summarize(base)["throughput_req_s"])
-    assert -70 < throughput["change_pct"] < -30 and throughput["regression"]
+    assert -80 < throughput["change_pct"] < -20 and throughput["regression"]  # ~-50%, lengths spread
     assert rows[("output_tok_s", "run")]["regression"] and ("goodput_req_s", "run") in rows
     assert result.returncode == 1 and "throughput_req_s run" in comparison["regressions"]
     assert {"setting": "users", "base": 4, "new": 2} in comparison["config_differences"]
