@@ -320,8 +320,8 @@ class Session:
             gevent.spawn_later(autoquit, web_ui.stop)
 
     def _await_stopped_streams(self, limit_s: float = 5.0) -> None:
-        """Locust kills the users without waiting (kill(block=False)); each stream it cut still has
-        to write its `cancelled` record, which would be lost if the files closed first."""
+        """A stream cut by the end of the run writes its `cancelled` record when its greenlet gets
+        the kill; wait (bounded) until none is in flight, so no record comes after the files close."""
         deadline = time.monotonic() + limit_s
         while self.monitor.in_flight > 0 and time.monotonic() < deadline:
             gevent.sleep(0.01)
