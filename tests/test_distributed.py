@@ -115,7 +115,9 @@ def test_a_worker_sent_sigterm_flushes_its_records_first(start_mock, tmp_path):
 
 
 def test_workers_of_a_dead_master_stop_their_load_and_exit(start_mock, tmp_path):
-    mock = start_mock("--ttft-ms", "20", "--itl-ms", "20", "--output-tokens", "20")
+    # ~2 s streams: when the workers give up on their master, some are surely mid-flight (with
+    # short ones in lockstep, a busy machine's late stop could find them all just finished)
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", "20", "--output-tokens", "100")
     port = free_port()
     master = start_master(mock.url, port, 2, "-u", "6", "-r", "6", "-t", "60s", "--results-dir", str(tmp_path))
     workers = [start_worker(port, "--master-lost-after", "3") for _ in range(2)]
