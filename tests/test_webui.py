@@ -65,6 +65,11 @@ def test_llm_tab_in_a_real_browser(start_mock, tmp_path):
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}/")
+            # The page opens on the LLM tab, not on Locust's Statistics (which mixes TTFT and E2E rows)
+            assert "tab=llm" in page.url
+            links = page.locator("#tokenstorm-links a")
+            assert [links.nth(i).get_attribute("href") for i in range(links.count())] == \
+                ["/llm", "/llm/report.html", "/llm/records.csv"]
             page.fill("input[name=userCount]", "5")
             page.fill("input[name=spawnRate]", "5")
             page.get_by_text("Custom parameters").click()
@@ -72,7 +77,10 @@ def test_llm_tab_in_a_real_browser(start_mock, tmp_path):
             page.fill("input[name=sloTtftMs]", "500")
             page.get_by_role("button", name="Start").click()
             wait_stopped(port)
-            page.get_by_role("tab", name="LLM").click()
+            asked = time.time()
+            stats = get_json(port, "/stats/requests")
+            answered = time.time()
+            assert page.get_by_role("tab", name="LLM").get_attribute("aria-selected") == "true"
             page.wait_for_selector("text=TTFT P50 (ms)")
             # The tab polls every few seconds: wait for the row that counts all 60 requests
             # (a bare "60" also matches a latency like 60.71 of an earlier poll).
@@ -82,6 +90,11 @@ def test_llm_tab_in_a_real_browser(start_mock, tmp_path):
             charts = browser.new_page()
             charts.goto(f"http://127.0.0.1:{port}/llm")
             charts.wait_for_function("document.getElementById('rows').rows.length > 1")
+            charts.wait_for_function("document.querySelectorAll('#ttft path').length == 2")
+            chart_text = {label: charts.locator(f"#ttft text.{label}").text_content() for label in ("xlabel", "ylabel")}
+            legend = charts.locator("#ttft text.legend").all_text_contents()
+            x_ticks = charts.locator("#ttft text[text-anchor=middle]:not(.xlabel):not(.ylabel)").all_text_contents()
+            headers = charts.locator("#rows th").all_inner_texts()
             charts.screenshot(path=str(tmp_path / "llm-charts.png"))
             browser.close()
     finally:
@@ -94,6 +107,20 @@ def test_llm_tab_in_a_real_browser(start_mock, tmp_path):
             value = round(float(np.percentile(ok[column], p)), 2)
             assert f"{value:g}" in text or f"{value}" in text, (column, p, value)
     assert float(np.percentile(ok["ttft_ms"], 50)) > 50
+    # Locust's header and Charts tab count the requests, not the TTFT/TPOT rows too (3x the rate)
+    assert stats["fail_ratio"] == 0
+    first = float(records["t_start"].min())
+    if answered - first < 9.5:  # every request ended within the header's 10-s window: exact figures
+        assert 60 / (answered - first) - 0.02 <= stats["current_rps"] <= 60 / (asked - first) + 0.02, stats
+        assert stats["current_response_time_percentiles"]["response_time_percentile_0.5"] == \
+            round(float(np.percentile(ok["e2e_ms"], 50)))
+    assert stats["current_rps"] <= 60 / max(float((records["t_start"] + records["e2e_ms"] / 1000).max()) - first,
+                                            1e-3) + 0.02
+    # The chart page: labelled axes with clock times, a legend, human column names
+    assert chart_text == {"xlabel": "time (local clock)", "ylabel": "TTFT (ms)"}
+    assert legend == ["TTFT P50", "TTFT P99"]
+    assert len(x_ticks) >= 2 and all(":" in tick for tick in x_ticks), x_ticks
+    assert headers[:3] == ["Upstream / scenario", "Requests", "Failures"] and "TTFT P50 (ms)" in headers
     assert (tmp_path / "llm-tab.png").stat().st_size > 20_000
 
 

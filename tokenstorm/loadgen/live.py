@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from analysis import metrics
@@ -31,7 +32,7 @@ class _GroupFigures:
     output_tokens: int = 0
     first_start: float | None = None  # of the requests counted (the run's window, as analysis.metrics.window_s)
     last_end: float | None = None
-    recent: deque = field(default_factory=deque)  # (end time, tokens, ttft) of the last WINDOW_S
+    recent: deque = field(default_factory=deque)  # (end time, tokens, ttft, e2e, failed) of the last WINDOW_S
 
 
 class LiveStats:
@@ -55,6 +56,8 @@ class LiveStats:
         group.last_end = t_end if group.last_end is None else max(group.last_end, t_end)
         if metrics.is_failure(status, error_type):
             group.failures[error_type or "error"] += 1
+            group.recent.append((t_end, 0, None, None, True))
+            self._trim(group, t_end)
             return
         tokens = int(output_tokens or 0)
         group.output_tokens += tokens
@@ -66,7 +69,7 @@ class LiveStats:
             group.e2e.append(float(e2e_ms))
         if metrics.meets_slos({"ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "e2e_ms": e2e_ms}, self.slos):
             group.good += 1
-        group.recent.append((t_end, tokens, ttft_ms))
+        group.recent.append((t_end, tokens, ttft_ms, None if e2e_ms is None else float(e2e_ms), False))
         self._trim(group, t_end)
 
     @staticmethod
@@ -105,8 +108,8 @@ class LiveStats:
         ttfts, tokens = [], 0
         for g in self.groups.values():
             self._trim(g, now)
-            ttfts += [t for _, _, t in g.recent if t is not None]
-            tokens += sum(n for _, n, _ in g.recent)
+            ttfts += [t for _, _, t, _, _ in g.recent if t is not None]
+            tokens += sum(n for _, n, _, _, _ in g.recent)
         window = min(WINDOW_S, max(now - self.started, 1e-9))
         p50, p99 = metrics.percentiles(ttfts, (50, 99))
         self.history.append({"t": round(now, 3), "ttft_p50": None if p50 is None else round(p50, 2),
@@ -114,3 +117,29 @@ class LiveStats:
                              "tok_s": round(metrics.per_second(tokens, window), 1),
                              "in_flight": sum(self.in_flight.values())})
         del self.history[:-1800]  # an hour of points
+
+    def header(self, chart_percentiles: Iterable[float]) -> dict:
+        """Locust's header and Charts-tab figures, for the requests only (Locust's own totals add the
+        TTFT/TPOT rows to the requests, tripling the RPS): request and failure rates and E2E
+        percentiles over the last WINDOW_S, the failure ratio over the whole run."""
+        now = time.time()
+        starts = [g.first_start for g in self.groups.values() if g.first_start is not None]
+        window = min(WINDOW_S, max(now - min(starts), 1e-9)) if starts else WINDOW_S
+        ended = failed = 0
+        e2e: list[float] = []
+        for g in self.groups.values():
+            self._trim(g, now)
+            ended += len(g.recent)
+            failed += sum(1 for *_, bad in g.recent if bad)
+            e2e += [v for _, _, _, v, bad in g.recent if v is not None and not bad]
+        requests = sum(g.requests for g in self.groups.values())
+        failures = sum(sum(g.failures.values()) for g in self.groups.values())
+        points = list(chart_percentiles)
+        values = metrics.percentiles(e2e, [100 * p for p in points]) if e2e else [None] * len(points)
+        return {"current_rps": round(metrics.per_second(ended, window), 2),
+                "current_fail_per_sec": round(metrics.per_second(failed, window), 2),
+                "fail_ratio": failures / requests if requests else 0.0,
+                "current_response_time_percentiles": {
+                    f"response_time_percentile_{p}": None if v is None else round(v)
+                    for p, v in zip(points, values, strict=True)},
+                "total_avg_response_time": round(sum(e2e) / len(e2e), 2) if e2e else 0}

@@ -4,7 +4,10 @@
   every /stats/requests answer fills it (exact percentiles from tokenstorm's live records, see
   live.py; on a master, the whole run).
 - /llm is a small page of our own with the charts (TTFT P50/P99 and output tokens/s over time),
-  drawn on a canvas by inline script: nothing is fetched from a CDN.
+  drawn as SVG by inline script: nothing is fetched from a CDN. Locust's page gets a small
+  links bar to it, the report and the records.
+- The page opens on the LLM tab, and Locust's header (RPS, failures) and Charts tab show the
+  requests only (Locust's own totals add the TTFT/TPOT rows to them).
 - The download tab gets the per-request records (merged over all workers) and the analysis
   report of the current or last run.
 Every added route is wrapped in Locust's auth_required_if_enabled, so --web-login protects it.
@@ -17,7 +20,8 @@ import json
 import time
 from pathlib import Path
 
-from flask import Response, request
+from flask import Response, redirect, request
+from locust import stats as locust_stats
 
 from ..core.records import RECORD_FIELDS
 from .options import SECRET_MASK, SECRET_OPTIONS
@@ -73,20 +77,38 @@ def install(environment, current_session) -> None:
         session.flush_records()
         return Path(session.settings.results_dir)
 
+    links = LINKS_BAR.replace("__BASE__", base).encode()
+
     @app.after_request
     def _extend_stats(response: Response) -> Response:
+        index = request.path in (f"{base}/", base or "/")
+        if index and response.status_code == 200 and response.mimetype == "text/html":
+            response.set_data(response.get_data().replace(b"</body>", links + b"</body>", 1))
+            return response
         if not request.path.endswith("/stats/requests") or response.status_code != 200:
             return response
         session = current_session()
         rows = session.live.rows() if session is not None else []
         data = response.get_json(silent=True) or {}
+        if session is not None and data.get("stats"):
+            data.update(session.live.header(locust_stats.PERCENTILES_TO_CHART))
         response.set_data(json.dumps({**data, "extended_stats": [{"key": "llm", "data": rows}]}))
         return response
+
+    @app.before_request
+    def _open_on_the_llm_tab():
+        """Locust's page opens on its Statistics tab, whose first rows and chart mix TTFT, TPOT and
+        E2E; the React app opens the tab named in ?tab=, so the bare page gets the LLM tab."""
+        if request.method == "GET" and request.path in (f"{base}/", base or "/") and "tab" not in request.args:
+            query = request.query_string.decode("latin-1")
+            return redirect(f"{base}/?tab=llm" + (f"&{query}" if query else ""), code=302)
+        return None
 
     @app.route(f"{base}/llm")
     @protect
     def llm_page():
-        return Response(CHART_PAGE.replace("__BASE__", base), mimetype="text/html")
+        page = CHART_PAGE.replace("__COLUMNS__", json.dumps(COLUMNS)).replace("__BASE__", base)
+        return Response(page, mimetype="text/html")
 
     @app.route(f"{base}/llm/data")
     @protect
@@ -126,37 +148,77 @@ def install(environment, current_session) -> None:
 
 
 CHART_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>tokenstorm: LLM charts</title>
-<style>body{font-family:sans-serif;margin:1.5em}canvas{border:1px solid #ddd;margin:.5em 0}
+<style>body{font-family:sans-serif;margin:1.5em}svg{border:1px solid #ddd;margin:.5em 0;background:#fff}
+svg text{font:11px sans-serif;fill:#444}.axis{stroke:#888}.grid{stroke:#eee}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head>
-<body><h2>tokenstorm: LLM charts</h2><p><a href="__BASE__/">back to Locust</a> &middot; charts: exact percentiles
-and tokens/s over the last 10 s, refreshed every 2 s; table: the whole run so far</p>
-<h3>TTFT (ms): P50 blue, P99 red</h3><canvas id="ttft" width="900" height="220"></canvas>
-<h3>Output tokens/s (last 10 s)</h3><canvas id="tok" width="900" height="220"></canvas>
+<body><h2>tokenstorm: LLM charts</h2><p><a href="__BASE__/?tab=llm">back to Locust</a> &middot; charts: exact
+percentiles and tokens/s over the last 10 s, refreshed every 2 s; table: the whole run so far</p>
+<h3>Time to first token</h3><svg id="ttft" width="900" height="260"></svg>
+<h3>Output tokens per second</h3><svg id="tok" width="900" height="260"></svg>
 <h3>The run so far</h3><table id="rows"></table>
 <script>
-function draw(id, series, colors) {
-  const c = document.getElementById(id), g = c.getContext("2d");
-  g.clearRect(0, 0, c.width, c.height);
-  const all = series.flat().filter(v => v !== null);
-  if (!all.length) { g.fillText("no data yet", 10, 20); return; }
-  const max = Math.max(...all) * 1.1 || 1, n = Math.max(...series.map(s => s.length));
-  g.fillStyle = "#555"; g.fillText(max.toFixed(1), 2, 10); g.fillText("0", 2, c.height - 2);
-  series.forEach((s, k) => {
-    g.strokeStyle = colors[k]; g.beginPath(); let started = false;
-    s.forEach((v, i) => { if (v === null) return;
-      const x = 40 + (c.width - 50) * (n > 1 ? i / (n - 1) : 0), y = c.height - 5 - (c.height - 15) * v / max;
-      if (started) g.lineTo(x, y); else { g.moveTo(x, y); started = true; } });
-    g.stroke(); });
+const COLUMNS = __COLUMNS__;
+const NS = "http://www.w3.org/2000/svg";
+function el(svg, name, attrs, text) {
+  const e = document.createElementNS(NS, name);
+  for (const k in attrs) e.setAttribute(k, attrs[k]);
+  if (text !== undefined) e.textContent = text;
+  svg.appendChild(e); return e;
 }
+function ticks(max, n) { // from 0 to at least max in round steps: 1, 2 or 5 times a power of ten
+  const raw = max / n, p = Math.pow(10, Math.floor(Math.log10(raw))), m = raw / p;
+  const step = (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p, out = [0];
+  while (out[out.length - 1] < max) out.push(out.length * step);
+  return out;
+}
+function draw(id, times, series, yLabel) {
+  const svg = document.getElementById(id), W = +svg.getAttribute("width"), H = +svg.getAttribute("height");
+  const L = 70, R = 50, T = 25, B = 45, w = W - L - R, h = H - T - B;
+  svg.innerHTML = "";
+  el(svg, "text", {x: 14, y: T + h / 2, transform: `rotate(-90 14 ${T + h / 2})`, "text-anchor": "middle",
+                   "class": "ylabel"}, yLabel);
+  el(svg, "text", {x: L + w / 2, y: H - 6, "text-anchor": "middle", "class": "xlabel"}, "time (local clock)");
+  const all = series.flatMap(s => s.values).filter(v => v !== null);
+  if (!all.length) { el(svg, "text", {x: L + 10, y: T + 20}, "no data yet"); return; }
+  const ys = ticks(Math.max(...all) || 1, 5), yMax = ys[ys.length - 1] || 1;
+  const t0 = times[0], t1 = Math.max(times[times.length - 1], t0 + 1);
+  const X = t => L + w * (t - t0) / (t1 - t0), Y = v => T + h - h * v / yMax;
+  ys.forEach(v => { el(svg, "line", {x1: L, x2: L + w, y1: Y(v), y2: Y(v), "class": "grid"});
+                    el(svg, "text", {x: L - 6, y: Y(v) + 4, "text-anchor": "end"}, +v.toPrecision(4)); });
+  const nx = Math.min(6, times.length);
+  for (let i = 0; i < nx; i++) {
+    const t = t0 + (t1 - t0) * (nx > 1 ? i / (nx - 1) : 0);
+    el(svg, "line", {x1: X(t), x2: X(t), y1: T + h, y2: T + h + 4, "class": "axis"});
+    el(svg, "text", {x: X(t), y: T + h + 17, "text-anchor": "middle"}, new Date(t * 1000).toLocaleTimeString());
+  }
+  el(svg, "line", {x1: L, x2: L, y1: T, y2: T + h, "class": "axis"});
+  el(svg, "line", {x1: L, x2: L + w, y1: T + h, y2: T + h, "class": "axis"});
+  series.forEach((s, k) => {
+    let d = "";
+    s.values.forEach((v, i) => {
+      if (v !== null) d += (d ? "L" : "M") + X(times[i]).toFixed(1) + "," + Y(v).toFixed(1); });
+    if (d) el(svg, "path", {d: d, fill: "none", stroke: s.color, "stroke-width": 2});
+    el(svg, "rect", {x: L + 10 + 110 * k, y: 6, width: 12, height: 3, fill: s.color});
+    el(svg, "text", {x: L + 26 + 110 * k, y: 11, "class": "legend"}, s.name);
+  });
+}
+const esc = v => String(v ?? "-").replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
 async function refresh() {
   const r = await fetch("__BASE__/llm/data", {credentials: "same-origin"});
   if (!r.ok) return;
-  const d = await r.json(), h = d.history;
-  draw("ttft", [h.map(p => p.ttft_p50), h.map(p => p.ttft_p99)], ["#1f77b4", "#d62728"]);
-  draw("tok", [h.map(p => p.tok_s)], ["#2ca02c"]);
-  const keys = ["name","requests","failures","tokps","inflight","ttftp50","ttftp99","tpotp50","tpotp99","e2ep50"];
-  document.getElementById("rows").innerHTML = "<tr>" + keys.map(k => "<th>" + k + "</th>").join("") + "</tr>" +
-    d.rows.map(row => "<tr>" + keys.map(k => "<td>" + (row[k] ?? "-") + "</td>").join("") + "</tr>").join("");
+  const d = await r.json(), h = d.history, t = h.map(p => p.t);
+  draw("ttft", t, [{name: "TTFT P50", color: "#1f77b4", values: h.map(p => p.ttft_p50)},
+                   {name: "TTFT P99", color: "#d62728", values: h.map(p => p.ttft_p99)}], "TTFT (ms)");
+  draw("tok", t, [{name: "output tokens/s", color: "#2ca02c", values: h.map(p => p.tok_s)}], "output tokens/s");
+  document.getElementById("rows").innerHTML = "<tr>" + COLUMNS.map(c => "<th>" + esc(c[1]) + "</th>").join("") +
+    "</tr>" + d.rows.map(row => "<tr>" + COLUMNS.map(c => "<td>" + esc(row[c[0]]) + "</td>").join("") +
+    "</tr>").join("");
 }
 refresh(); setInterval(refresh, 2000);
 </script></body></html>"""
+
+LINKS_BAR = """<div id="tokenstorm-links" style="position:fixed;right:12px;bottom:10px;z-index:2000;
+font:13px sans-serif;background:rgba(255,255,255,.92);border:1px solid #bbb;border-radius:6px;padding:4px 10px">
+tokenstorm:
+<a href="__BASE__/llm">LLM charts</a> &middot; <a href="__BASE__/llm/report.html">report</a> &middot;
+<a href="__BASE__/llm/records.csv">records CSV</a></div>"""
