@@ -40,6 +40,9 @@ QUEUE_WAIT = Histogram("mock_queue_wait_seconds", "Time requests waited for a sl
 TOKEN_LAG = Histogram("mock_token_lag_seconds",
                       "How late each output chunk was written against its absolute deadline",
                       buckets=LAG_BUCKETS)
+FIRST_TOKEN_LAG = Histogram("mock_first_token_lag_seconds",
+                            "How late each stream's first output chunk was written against its deadline "
+                            "(the TTFT the mock was asked for)", buckets=LAG_BUCKETS)
 TOKEN_LAG_MAX = Gauge("mock_token_lag_max_seconds", "Largest chunk lag since start",
                       multiprocess_mode="max")
 TIME_TO_FIRST_TOKEN = Histogram("mock_time_to_first_token_seconds",
@@ -57,7 +60,8 @@ _lag_max = 0.0
 
 class LagCounter:
     """Per-stream tally of chunk lags (and chunks), added to the metrics every FLUSH_EVERY chunks.
-    Given the request's arrival (monotonic), its first chunk also observes TIME_TO_FIRST_TOKEN."""
+    Given the request's arrival (monotonic), its first chunk also observes TIME_TO_FIRST_TOKEN and
+    FIRST_TOKEN_LAG (a first token waits on another timer than the rest: its lag is its own)."""
 
     FLUSH_EVERY = 64
     __slots__ = ("arrival", "counts", "largest", "n", "total")
@@ -70,11 +74,12 @@ class LagCounter:
         self.n = 0
 
     def add(self, lag: float) -> None:
-        if self.arrival is not None:
-            TIME_TO_FIRST_TOKEN.observe(time.monotonic() - self.arrival)
-            self.arrival = None
         if lag < 0.0:
             lag = 0.0
+        if self.arrival is not None:
+            TIME_TO_FIRST_TOKEN.observe(time.monotonic() - self.arrival)
+            FIRST_TOKEN_LAG.observe(lag)
+            self.arrival = None
         self.counts[bisect.bisect_left(_BOUNDS, lag)] += 1
         self.total += lag
         if lag > self.largest:

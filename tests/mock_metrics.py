@@ -18,9 +18,11 @@ def chat_requests_seen(mock) -> float:
     return sum(float(x) for x in found)
 
 
-def mock_lag_buckets(mock) -> dict[float, float]:
-    """The mock's own chunk-lag histogram (seconds late against each chunk's deadline -> count)."""
-    found = re.findall(r'^mock_token_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', mock_metrics(mock), re.M)
+def mock_lag_buckets(mock, first_tokens: bool = False) -> dict[float, float]:
+    """The mock's own chunk-lag histogram (seconds late against each chunk's deadline -> count), or
+    with `first_tokens` that of the streams' first chunks only."""
+    name = "mock_first_token_lag_seconds" if first_tokens else "mock_token_lag_seconds"
+    found = re.findall(rf'^{name}_bucket\{{le="([^"]+)"\}} (\S+)$', mock_metrics(mock), re.M)
     return {float(le): float(count) for le, count in found}
 
 

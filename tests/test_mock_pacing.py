@@ -123,5 +123,7 @@ def test_lag_histogram_counts_every_chunk_and_its_max(start_mock):
     largest = float(re.search(r"^mock_token_lag_max_seconds (\S+)$", text, re.M).group(1))
     buckets = mock_lag_buckets(mock)
     assert count == chunks == 20 * 40
+    first = float(re.search(r"^mock_first_token_lag_seconds_count (\S+)$", text, re.M).group(1))
+    assert first == 20  # one first chunk per stream, in its own histogram too
     below = max((le for le, n in buckets.items() if n < count), default=0.0)  # the largest lag is above this
     assert below <= largest <= mock_lag_bound_ms({}, buckets) / 1000
