@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 Path(args.json).write_text(json.dumps(result, indent=1, default=str))
             return 1 if result["regressions"] else 0
         elif args.command == "sweep":
-            from .curve import knee, plot_sweep, sweep_points
+            from .curve import knee, plot_sweep, sweep_points, verdict
             from .results import run_folders
 
             folders = run_folders(args.folders)
@@ -73,13 +73,14 @@ def main(argv: list[str] | None = None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             k = knee(points)
             points.to_csv(out / "sweep.csv", index=False)
+            line = verdict(points, k)
             (out / "sweep.json").write_text(json.dumps({"points": points.to_dict("records"), "knee_index": k,
-                                                        "knee": None if k is None else points.iloc[k].to_dict()},
+                                                        "knee": None if k is None else points.iloc[k].to_dict(),
+                                                        "saturated": k is not None, "verdict": line},
                                                        indent=1, default=str))
             plot_sweep(points, out / "sweep.png", k)
             print(points.to_string(index=False))
-            print(f"knee: {'-' if k is None else points.iloc[k]['concurrency']} streams; wrote {out}/sweep.csv, "
-                  "sweep.json, sweep.png")
+            print(f"{line}; wrote {out}/sweep.csv, sweep.json, sweep.png")
         elif args.command == "tokens":
             from .tokens import count_file, serve
 

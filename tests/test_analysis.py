@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from locust_procs import concurrent_runs
 
+from analysis.curve import knee, verdict
 from analysis.metrics import PERCENTILES, percentile_key
 from analysis.stats import load_records
 from tokenstorm.mockproc import ROOT
@@ -154,3 +155,11 @@ def test_a_worker_copy_of_written_records_counts_once(runs, tmp_path):
     df = load_records(tmp_path)
     assert len(df) == 400 and df["request_id"].is_unique
     assert sorted(df["request_id"]) == sorted(load_records(runs["base"])["request_id"])
+
+
+def test_knee_is_the_point_before_the_first_small_gain_and_none_while_rising():
+    rising = pd.DataFrame({"concurrency": [1, 2, 4, 8], "output_tok_s": [100, 190, 350, 600]})
+    assert knee(rising) is None and verdict(rising, None).startswith("not saturated")
+    flat = pd.DataFrame({"concurrency": [1, 2, 4, 8], "output_tok_s": [100, 190, 200, 205]})
+    assert knee(flat) == 1 and verdict(flat, 1) == "knee: 2 streams"
+    assert knee(flat, min_gain=0.03) == 2

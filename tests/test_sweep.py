@@ -26,8 +26,25 @@ def test_sweep_stops_past_saturation_with_the_knee_at_the_slots(start_mock, tmp_
     levels = [p["level"] for p in sweep["points"]]
     assert levels[:4] == [2, 4, 8, 16] and len(levels) < 6  # stopped past saturation, before the end
     assert "throughput rose" in sweep["stopped"]
-    assert sweep["knee"]["concurrency"] == 8
+    assert sweep["knee"]["concurrency"] == 8 and sweep["saturated"] and sweep["warnings"] == []
+    assert all(p["e2e_p50"] > p["ttft_p50"] for p in sweep["points"])  # E2E is on the curve
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+def test_a_sweep_still_rising_says_not_saturated_and_warns_of_levels_never_reached(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "30", "--itl-ms", "5", "--output-tokens", "20")  # no slot limit
+    result = subprocess.run([sys.executable, "-m", "tokenstorm", "sweep", "--host", mock.url, "--levels", "1,2,4",
+                             "--requests", "6", "--out", str(tmp_path), "--no-calibrate",
+                             "--", "--max-tokens", "20", "--ignore-eos"], capture_output=True, text=True,
+                            timeout=600, cwd=ROOT, env=clean_env())
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    assert [p["level"] for p in sweep["points"]] == [1, 2, 4]  # every step gained: no stop, no knee
+    assert sweep["knee"] is None and sweep["saturated"] is False
+    assert "not saturated" in sweep["verdict"] and "not saturated" in result.stdout and "knee:" not in result.stdout
+    # 6 requests reach 1 and 2 streams for a few rounds each; 4 users get fewer than 2 requests each
+    assert len(sweep["warnings"]) == 1 and sweep["warnings"][0].startswith("level 4: 6 requests for 4 users")
+    assert "WARNING: level 4" in result.stdout
 
 
 def test_calibrate_reports_the_client_error(tmp_path):

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from analysis import metrics
-from analysis.curve import knee, plot_sweep, sweep_points
+from analysis.curve import knee, plot_sweep, sweep_points, verdict
 from analysis.results import load_results
 from analysis.stats import RecordsError, summarize
 
@@ -48,14 +48,15 @@ def _point(folder: Path, level: float) -> dict:
     metrics = summary["metrics"]
     return {"level": level, "requests": summary["requests"], "error_rate": summary["failure_ratio"],
             "output_tok_s": summary["throughput_output_tok_s"], "ttft_p50": metrics["ttft_ms"].get("p50"),
-            "ttft_p99": metrics["ttft_ms"].get("p99"), "tpot_p50": metrics["tpot_ms"].get("p50")}
+            "ttft_p99": metrics["ttft_ms"].get("p99"), "tpot_p50": metrics["tpot_ms"].get("p50"),
+            "e2e_p50": metrics["e2e_ms"].get("p50"), "e2e_p99": metrics["e2e_ms"].get("p99")}
 
 
 def sweep(host: str, levels: list[float], out: Path, requests: int, duration_s: float, rate_mode: bool,
           max_ttft_p99_ms: float | None, max_error_rate: float, min_gain: float, locust_args: list[str],
           calibration: dict | None = None, cap: int = 0, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    points, stopped = [], "all levels run"
+    points, stopped, warnings = [], "all levels run", []
     for level in levels:
         folder = out / (f"rate-{level:g}" if rate_mode else f"users-{int(level):04d}")
         extra = list(locust_args)
@@ -67,7 +68,16 @@ def sweep(host: str, levels: list[float], out: Path, requests: int, duration_s: 
             users = int(level)
             extra += ["-t", f"{duration_s:g}s", "--stop-timeout", "0"] if duration_s else []
         if requests or not duration_s:
-            extra += ["--total-requests", str(requests or max(100, int(level * 20)))]
+            total = requests or max(100, int(level * 20))
+            extra += ["--total-requests", str(total)]
+            if not rate_mode and total < 2 * users:
+                # each user needs a request in flight at once (and a second round for a steady state)
+                warning = (f"level {level:g}: {total} requests for {users} users: " +
+                           (f"never more than {total} streams in flight" if total < users else
+                            "each user sends fewer than 2 requests, so the level is only reached in a burst") +
+                           f"; give --requests {20 * users} or more")
+                warnings.append(warning)
+                log(f"sweep: WARNING: {warning}")
         log(f"sweep: {'rate' if rate_mode else 'users'} {level:g} -> {folder}")
         result = _locust(host, folder, users, extra, timeout=max(600, (duration_s or 0) * 3))
         try:
@@ -90,19 +100,21 @@ def sweep(host: str, levels: list[float], out: Path, requests: int, duration_s: 
             if gain < min_gain:
                 stopped = f"throughput rose {gain:+.1%} (< {min_gain:.0%}) from {points[-2]['level']:g} to {level:g}"
                 break
-    result = {"stopped": stopped, "points": points, "calibration": calibration}
+    result = {"stopped": stopped, "points": points, "warnings": warnings, "calibration": calibration}
     folders = sorted(p for p in out.iterdir() if p.is_dir() and list(p.glob("requests-*.csv")))
     if len(folders) >= 2:
         curve = sweep_points(folders)
         if rate_mode:
             curve["concurrency"] = [p["level"] for p in points][: len(curve)]
-        k = knee(curve)
+        k = knee(curve, min_gain)
         curve.to_csv(out / "sweep.csv", index=False)
         plot_sweep(curve, out / "sweep.png", k)
         result["knee"] = None if k is None else curve.iloc[k].to_dict()
+        result["saturated"] = k is not None
+        result["verdict"] = verdict(curve, k, min_gain)
     (out / "sweep.json").write_text(json.dumps(result, indent=1, default=str))
-    log(f"sweep: stopped: {stopped}; knee: {(result.get('knee') or {}).get('concurrency', '-')}; "
-        f"wrote {out}/sweep.json, sweep.csv, sweep.png")
+    log(f"sweep: stopped: {stopped}; {result.get('verdict', 'knee: -')}; wrote {out}/sweep.json, sweep.csv, "
+        "sweep.png")
     return result
 
 
