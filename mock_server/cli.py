@@ -20,6 +20,7 @@ OVERRIDES = {
     "output_tokens": "output.mean_tokens", "language": "output.language",
     "reasoning_tokens": "output.reasoning_tokens", "seed": "seed", "log_requests": "server.log_requests",
     "idle_timeout_s": "limits.idle_timeout_s", "header_timeout_s": "limits.header_timeout_s",
+    "write_timeout_s": "limits.write_timeout_s",
     "body_timeout_s": "limits.body_timeout_s", "max_connections": "limits.max_connections",
     "role_chunk": "output.role_chunk",
 }
@@ -53,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout-s", type=float, help="close a keep-alive connection unused this long (default 60)")
     p.add_argument("--header-timeout-s", type=float, help="408 when a request head takes longer (default 10)")
     p.add_argument("--body-timeout-s", type=float, help="408 when a request body takes longer (default 60)")
+    p.add_argument("--write-timeout-s", type=float, help="cut off a client that reads none of its answer this long, "
+                   "freeing its slot (default 60)")
     p.add_argument("--max-connections", type=int, help="open connections kept; past it the longest idle are "
                    "closed (default: ulimit -n less a reserve)")
     p.add_argument("--role-chunk", choices=("with-first-token", "with-headers"),

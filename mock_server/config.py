@@ -102,6 +102,8 @@ class Limits(_Section):
     idle_timeout_s: float = Field(60.0, gt=0, description="a keep-alive connection unused this long is closed")
     header_timeout_s: float = Field(10.0, gt=0, description="a request head must arrive within this (else 408)")
     body_timeout_s: float = Field(60.0, gt=0, description="a request body must arrive within this (else 408)")
+    write_timeout_s: float = Field(60.0, gt=0, description="a client that takes none of an answer's bytes this "
+                                   "long is cut off (its slot freed)")
     max_connections: int | None = Field(None, ge=1, description="open connections kept; None = from ulimit -n")
 
 

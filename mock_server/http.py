@@ -89,11 +89,14 @@ YIELD_EVERY_CHUNKS = 1024  # a body of many tiny chunks gives the other greenlet
 
 @dataclass
 class Timeouts:
-    """Seconds a connection may take: idle between requests, to send a request head, to send its body."""
+    """Seconds a connection may take: idle between requests, to send a request head, to send its body,
+    and to take a write of the answer (a client that stops reading: the connection is closed and the
+    slot freed)."""
 
     idle_s: float = 60.0
     header_s: float = 10.0
     body_s: float = 60.0
+    write_s: float = 60.0
 
 
 class _Timeout(Exception):
@@ -221,7 +224,7 @@ class _Connection:
         self.phase = "body"  # still a request being read, for the registry
         self.deadline = time.monotonic() + self.timeouts.body_s
         body = self._read_body(headers, version)
-        self.sock.settimeout(None)  # answers are written without a timeout, as before
+        self.sock.settimeout(self.timeouts.write_s)  # a write the client does not take within this fails
         self._set_phase("busy")
         return Request(method, path, query, headers, body, arrival, self.sock), keep_alive
 

@@ -43,7 +43,8 @@ def serve(config: MockConfig, sock: socket.socket, worker_index: int = 0, max_nu
     app = MockApp(config, worker_index, max_num_seqs)
     limits = config.limits
     server = HTTPServer(sock, app, app.protocol_error, limits.max_body_bytes,
-                        Timeouts(limits.idle_timeout_s, limits.header_timeout_s, limits.body_timeout_s),
+                        Timeouts(limits.idle_timeout_s, limits.header_timeout_s, limits.body_timeout_s,
+                                 limits.write_timeout_s),
                         limits.max_connections)
     gevent.signal_handler(signal.SIGTERM, server.stop, 5)
     gevent.signal_handler(signal.SIGINT, server.stop, 5)

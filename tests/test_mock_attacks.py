@@ -409,3 +409,23 @@ def test_anthropic_stop_sequences_through_the_official_sdk(shared_mock):
         final = stream.get_final_message()
     assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", stop)
     assert final.content[0].text == message.content[0].text
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_frees_its_slot(start_mock):
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", "0", "--max-num-seqs", "1", "--write-timeout-s", "1")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once: the mock's writes block
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", mock.port))
+    started = time.monotonic()
+    sock.sendall(post(mock.port, json.dumps({**CHAT, "stream": True, "max_tokens": 100_000,
+                                             "ignore_eos": True}).encode()))
+    deadline = time.monotonic() + 20
+    while health(mock.port)["running"] and time.monotonic() < deadline:  # never reads a byte
+        gevent.sleep(0.2)
+    assert health(mock.port)["running"] == 0
+    assert 1 <= time.monotonic() - started < 15
+    live = sse_probe.request(mock.port, {**CHAT, "stream": True}, timeout=30)  # the slot is free
+    assert live.status == 200 and live.complete
+    sock.close()
+    assert "Traceback" not in "".join(mock.stderr_lines)
