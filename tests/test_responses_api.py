@@ -4,16 +4,28 @@ client (a real `tokenstorm run`) against it: timings, usage, in-band errors and 
 from __future__ import annotations
 
 import json
+import re
+import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
 import openai
 import pytest
+from locust_procs import clean_env
+from mock_metrics import mock_lag_bound_ms, mock_lag_buckets, mock_metrics
 
+from analysis.stats import load_records
+from tokenstorm.client.httpclient import Connection, Target
 from tokenstorm.client.scenario import prompt_tokens
+from tokenstorm.client.stream import StreamAccount, Timeouts, stream_request
+from tokenstorm.core.formats import OpenAIResponses
+from tokenstorm.core.records import Record
 from tokenstorm.core.tokenizer import count_tokens
+from tokenstorm.loadgen.options import DEFAULT_PROMPT
 
-ROOT = Path(__file__).resolve().parent.parent
+TOKENSTORM = str(Path(sys.executable).parent / "tokenstorm")
 WEATHER = {
     "type": "function", "name": "get_weather", "description": "Current weather for a city",
     "parameters": {
@@ -142,3 +154,95 @@ def test_mid_stream_error_fault_is_an_error_event_then_response_failed(client):
     assert kinds[-2:] == ["error", "response.failed"]
     assert "injected by the mock" in events[-2].message
     assert events[-1].response.status == "failed" and events[-1].response.error.code == "server_error"
+
+
+# -- tokenstorm's load client ----------------------------------------------------------------
+def responses_seen(mock) -> float:
+    found = re.findall(r'^mock_requests_total\{endpoint="/v1/responses",status="\d+"\} (\S+)$', mock_metrics(mock),
+                       re.M)
+    return sum(float(x) for x in found)
+
+
+def tokenstorm_run(mock, folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([TOKENSTORM, "run", "--host", mock.url, "--results-dir", str(folder), *args],
+                          capture_output=True, text=True, timeout=180, env=clean_env())
+
+
+def test_tokenstorm_run_times_responses_streams_on_the_mocks_schedule(start_mock, tmp_path):
+    mock = start_mock("--ttft-ms", "100", "--itl-ms", "10", "--jitter", "0")
+    before = mock_lag_buckets(mock)
+    result = tokenstorm_run(mock, tmp_path, "--api", "responses", "-u", "4", "--total-requests", "40",
+                            "--max-tokens", "40", "--ignore-eos")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    df = load_records(tmp_path)
+    assert len(df) == 40 and (df["status"] == "ok").all(), df["error"].tolist()
+    # late by what the mock measured of itself (its chunks' lag) and by reading the request (TTFB):
+    # the bound of tests/test_locust_runs.py's accuracy test
+    late = mock_lag_bound_ms(before, mock_lag_buckets(mock), share=0.5) + statistics.median(df["ttfb_ms"])
+    assert -0.5 < statistics.median(df["ttft_ms"]) - 100 < 2 + late
+    assert abs(statistics.median(df["tpot_ms"]) - 10) < 0.5
+    assert (df["ttfvt_ms"] == df["ttft_ms"]).all() and (df["chunks"] == 40).all()
+    assert (df["output_tokens"] == 40).all() and (df["output_tokens_usage"] == 40).all()
+    assert (df["output_tokens_tokenizer"] == 40).all() and (df["output_tokens_source"] == "usage").all()
+    assert (df["finish_reason"] == "length").all()  # response.incomplete, reason max_output_tokens
+    # the mock's input_tokens are what the client counts when a server sends no usage
+    assert (df["input_tokens"] == prompt_tokens({"input": [{"role": "user", "content": DEFAULT_PROMPT}]})).all()
+    assert responses_seen(mock) == 40
+    assert float(re.search(r"^mock_output_tokens_total (\S+)$", mock_metrics(mock), re.M).group(1)) == 40 * 40
+    meta = json.loads((tmp_path / "run-local.json").read_text())
+    assert meta["settings"]["api"] == "responses" and meta["settings"]["path"] == "/v1/responses"
+
+
+@pytest.mark.parametrize(("fault", "error_type", "needle"), [
+    ("error_event", "sse_error", "The server had an error while generating (injected by the mock)."),
+    ("truncate", "truncated", "stream ended without response.completed after 3 output chunks"),
+])
+def test_tokenstorm_run_classifies_mid_stream_faults(start_mock, tmp_path, fault, error_type, needle):
+    mock = start_mock("--ttft-ms", "5", "--itl-ms", "1", "--config", "tests/data/mock-fast-stall.yaml")
+    result = tokenstorm_run(mock, tmp_path, "--api", "responses", "-u", "2", "--total-requests", "6",
+                            "--header", f"X-Mock-Fault: {fault}")
+    df = load_records(tmp_path)
+    assert len(df) == 6 and (df["error_type"] == error_type).all(), df["error"].tolist()
+    assert (df["error"] == needle).all()
+    assert (df["chunks"] == 3).all() and df["ttft_ms"].notna().all()  # the timings it reached are kept
+    assert result.returncode == 1 and f"{error_type} 6" in result.stdout
+
+
+def _stream(mock, body: dict, *headers: tuple[str, str]) -> tuple[Record, StreamAccount]:
+    conn = Connection(Target.parse(mock.url), 5)
+    account = StreamAccount()
+    try:
+        record = stream_request(conn, "/v1/responses", json.dumps({"model": "mock-llm", "stream": True,
+                                                                    "input": INPUT, **body}).encode(),
+                                [("Authorization", "Bearer mock-key"), *headers], OpenAIResponses(), Timeouts(),
+                                Record(), account=account)
+    finally:
+        conn.close()
+    return record, account
+
+
+def test_reasoning_counts_as_output_but_not_as_visible(shared_mock):
+    for reasoning in ({"effort": "low"}, {"summary": "auto"}):
+        record, _ = _stream(shared_mock, {"model": "mock-reasoner", "reasoning": reasoning})
+        assert record.ok and record.finish_reason == "stop", record.error
+        assert record.reasoning_tokens == 64 and record.output_tokens == 64 + 24 == record.output_tokens_tokenizer
+        assert record.chunks == 88 and record.ttfvt_ms > record.ttft_ms + 60 * 0.9  # 64 reasoning tokens at 1 ms
+
+
+def test_function_calls_are_output_and_assembled(shared_mock):
+    record, account = _stream(shared_mock, {"tools": [WEATHER], "tool_choice": "required"})
+    assert record.ok and record.finish_reason == "tool_calls", record.error
+    assert record.ttfvt_ms is None and record.ttft_ms is not None
+    call = account.tool_calls[0]
+    assert call["name"] == "get_weather" and call["id"].startswith("call_")
+    jsonschema.validate(json.loads(call["arguments"]), WEATHER["parameters"])
+    assert record.output_tokens == record.output_tokens_usage == count_tokens("get_weather") + count_tokens(
+        call["arguments"])
+
+
+@pytest.mark.parametrize(("fault", "error_type"), [("malformed", "malformed"), ("disconnect", "truncated"),
+                                                   ("http_429", "http_status")])
+def test_other_faults_keep_their_classes(start_mock, fault, error_type):
+    mock = start_mock("--ttft-ms", "5", "--itl-ms", "1", "--config", "tests/data/mock-fast-stall.yaml")
+    record, _ = _stream(mock, {}, ("X-Mock-Fault", fault))
+    assert record.error_type == error_type, record.error

@@ -200,6 +200,7 @@ class OpenAIResponses(_SSEFormat):
     `error` and `response.failed` are in-band errors; anything else ending it is truncated."""
 
     name = "openai-responses"
+    end_event = "response.completed"  # what a stream that ends too early lacks (the truncated message)
     HIDDEN = ("response.reasoning_text.delta", "response.reasoning_summary_text.delta",
               "response.function_call_arguments.delta")
 
