@@ -18,13 +18,14 @@ from mock_metrics import mock_lag_bound_ms, mock_lag_buckets, mock_metrics
 
 from analysis.stats import load_records
 from tokenstorm.client.httpclient import Connection, Target
-from tokenstorm.client.scenario import prompt_tokens
+from tokenstorm.client.scenario import fill, load_scenario, prompt_tokens
 from tokenstorm.client.stream import StreamAccount, Timeouts, stream_request
 from tokenstorm.core.formats import OpenAIResponses
 from tokenstorm.core.records import Record
 from tokenstorm.core.tokenizer import count_tokens
 from tokenstorm.loadgen.options import DEFAULT_PROMPT
 
+ROOT = Path(__file__).resolve().parent.parent
 TOKENSTORM = str(Path(sys.executable).parent / "tokenstorm")
 WEATHER = {
     "type": "function", "name": "get_weather", "description": "Current weather for a city",
@@ -75,6 +76,24 @@ def test_create_stream_true_raw_events_and_string_input(client):
     assert events[-1].type == "response.completed"
     assert events[-1].response.usage.input_tokens == prompt_tokens({"input": "Tell me something."}) \
         == prompt_tokens({"input": INPUT})
+
+
+def test_the_shipped_scenarios_prompts_count_as_the_mock_counts_them(client):
+    """Synthetic prompts of the scenario: the client's own count (used when a server sends no usage)
+    is the mock's input_tokens, body by body; and the lengths are the synthetic targets."""
+    scenario = load_scenario(ROOT / "configs" / "scenarios" / "openai-responses.yaml", env={"OPENAI_API_KEY": "k"})
+    assert scenario.spec.path == "/v1/responses" and scenario.spec.format == "openai-responses"
+    overhead = prompt_tokens({"input": [{"role": "user", "content": "Summarize the following notes.\n\n"}],
+                              "instructions": "You are a concise assistant."})
+    for _ in range(5):
+        row = scenario.data.next()
+        body = fill(scenario.spec.body, row)
+        counted = prompt_tokens(body)
+        assert counted == overhead + row["input_tokens"]
+        answer = client.responses.create(**{k: v for k, v in body.items() if k != "stream"},
+                                         extra_body={"ignore_eos": True})
+        assert answer.usage.input_tokens == counted
+        assert answer.usage.output_tokens == row["max_tokens"] == 64 and answer.status == "incomplete"
 
 
 @pytest.mark.parametrize("summary", [None, "auto"])
