@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import openai
 import pytest
-from locust_procs import clean_env
+from locust_procs import clean_env, run
 from mock_metrics import mock_lag_bound_ms, mock_lag_buckets, mock_metrics
 
 from analysis.stats import load_records
@@ -265,3 +265,44 @@ def test_other_faults_keep_their_classes(start_mock, fault, error_type):
     mock = start_mock("--ttft-ms", "5", "--itl-ms", "1", "--config", "tests/data/mock-fast-stall.yaml")
     record, _ = _stream(mock, {}, ("X-Mock-Fault", fault))
     assert record.error_type == error_type, record.error
+
+
+AGENT_SCENARIO = """
+name: responses-agent
+format: openai-responses
+headers: {Authorization: "Bearer ${OPENAI_API_KEY}"}
+body:
+  model: mock-llm
+  stream: true
+  tool_choice: auto
+  input: "What is the weather in Paris?"
+  tools: [TOOL]
+agent: {max_turns: 4, tool_result: '{"temperature": 14}'}
+""".replace("TOOL", json.dumps(WEATHER))
+
+
+def test_tool_agent_sends_function_calls_back_as_input_items(start_mock, tmp_path):
+    log = tmp_path / "mock-requests.jsonl"
+    mock = start_mock("--config", "deterministic", "--ttft-ms", "5", "--itl-ms", "1", "--log-requests", str(log))
+    (tmp_path / "agent.yaml").write_text(AGENT_SCENARIO)
+    result = run("tool_agent.py", mock.url, "--scenario", str(tmp_path / "agent.yaml"), "-u", "2", "-r", "2",
+                 "--total-requests", "8", "--results-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-2500:]
+    records = load_records(tmp_path / "run")
+    assert len(records) == 8 and (records["status"] == "ok").all(), records["error"].tolist()
+    assert set(records["finish_reason"]) == {"tool_calls", "stop"}
+    conversations = [line.split(",") for line in (tmp_path / "run" / "conversations-local.csv").read_text()
+                     .splitlines()[1:]]
+    finished = [c for c in conversations if c[7] != "quota"]
+    assert finished and all(c[7] == "text" and c[5] == "2" for c in finished)  # a call, then the text answer
+    generated, sent_back = {}, []
+    for entry in map(json.loads, log.read_text().splitlines()):
+        generated |= {call["id"]: (call["name"], call["arguments"]) for call in entry["tool_calls"]}
+        items = entry["body"]["input"]
+        items = [] if isinstance(items, str) else items  # the first turn's input is the scenario's string
+        sent_back += [(i["call_id"], i["name"], i["arguments"]) for i in items if i.get("type") == "function_call"]
+        outputs = [i["call_id"] for i in items if i.get("type") == "function_call_output"]
+        assert outputs == [i["call_id"] for i in items if i.get("type") == "function_call"]
+    assert sent_back
+    for call_id, name, arguments in sent_back:  # what the agent sent back is what the model streamed
+        assert generated[call_id] == (name, arguments)
