@@ -3,6 +3,7 @@ client (a real `tokenstorm run`) against it: timings, usage, in-band errors and 
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import statistics
@@ -13,6 +14,10 @@ from pathlib import Path
 import jsonschema
 import openai
 import pytest
+import sse_probe
+from hostile_server import CHUNK_HEAD, HostileServer, chunk
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from locust_procs import clean_env, run
 from mock_metrics import mock_lag_bound_ms, mock_lag_buckets, mock_metrics
 
@@ -306,3 +311,60 @@ def test_tool_agent_sends_function_calls_back_as_input_items(start_mock, tmp_pat
     assert sent_back
     for call_id, name, arguments in sent_back:  # what the agent sent back is what the model streamed
         assert generated[call_id] == (name, arguments)
+
+
+# -- a real mock stream, split and cut anywhere, replayed by a server that misbehaves on purpose --
+@pytest.fixture(scope="module")
+def hostile():
+    srv = HostileServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def valid(shared_mock) -> bytes:
+    probe = sse_probe.request(shared_mock.port, {"model": "mock-llm", "input": INPUT, "stream": True},
+                              path="/v1/responses")
+    events = [e + b"\n\n" for e in probe.body.split(b"\n\n") if e]
+    assert events[-1].startswith(b"event: response.completed\n")
+    return CHUNK_HEAD + b"".join(chunk(e) for e in events) + b"0\r\n\r\n"
+
+
+def _replay(hostile, data: bytes, cuts: list[int]) -> Record:
+    points = sorted({0, *(c % (len(data) + 1) for c in cuts), len(data)})
+    hostile.play([data[a:b] for a, b in itertools.pairwise(points) if b > a])
+    conn = Connection(Target.parse(hostile.url), 2)
+    try:
+        return stream_request(conn, "/v1/responses", b"{}", [], OpenAIResponses(),
+                              Timeouts(connect_s=2, first_token_s=3, stall_s=3, total_s=6), Record())
+    finally:
+        conn.close()
+
+
+PROPERTY = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@PROPERTY
+@given(cuts=st.lists(st.integers(min_value=0, max_value=100_000), max_size=12))
+def test_any_split_of_a_responses_stream_is_read_exactly(hostile, valid, cuts):
+    record = _replay(hostile, valid, cuts)
+    assert record.ok and record.chunks == 24 and record.output_tokens_usage == 24, record.error
+
+
+@PROPERTY
+@given(end=st.floats(min_value=0, max_value=1, exclude_max=True), cuts=st.lists(st.integers(0, 100_000), max_size=6))
+def test_a_responses_stream_cut_anywhere_is_never_ok(hostile, valid, end, cuts):
+    record = _replay(hostile, valid[:int(end * len(valid))], cuts)
+    assert record.status == "error" and record.error_type in ("truncated", "protocol"), record.error
+
+
+@pytest.mark.parametrize("tail", [b"", b"data: [DONE]\n\n"])
+def test_a_whole_http_body_without_response_completed_is_truncated(hostile, valid, tail):
+    """The HTTP framing ends properly, [DONE] even, but the Responses stream never completed."""
+    events = valid[len(CHUNK_HEAD):].split(b"\r\n")
+    kept = [e for e in events if e.startswith(b"event: ") and not e.startswith(b"event: response.completed")]
+    assert len(kept) == len([e for e in events if e.startswith(b"event: ")]) - 1
+    body = CHUNK_HEAD + b"".join(chunk(e) for e in kept) + (chunk(tail) if tail else b"") + b"0\r\n\r\n"
+    record = _replay(hostile, body, [])
+    assert record.error_type == "truncated" and record.chunks == 24, record.error
+    assert record.error == "stream ended without response.completed after 24 output chunks"
