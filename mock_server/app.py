@@ -13,13 +13,20 @@ from pydantic import ValidationError
 
 from tokenstorm.core.clock import sleep_until
 
-from . import metrics, wire
+from . import metrics, responses, wire
 from .config import MockConfig
 from .engine import Engine, Slot, format_reset
 from .faults import FaultError, FaultPicker
 from .http import AbortConnection, Request, Response
 from .planner import Plan, Planner
-from .schema import AnthropicCountRequest, AnthropicRequest, ChatRequest, CompletionRequest, RawRequest
+from .schema import (
+    AnthropicCountRequest,
+    AnthropicRequest,
+    ChatRequest,
+    CompletionRequest,
+    RawRequest,
+    ResponsesRequest,
+)
 from .textgen import TextSource
 from .toolargs import ToolSchemaError
 from .watch import ClientGone, Watch
@@ -61,6 +68,7 @@ class MockApp:
         self.routes: dict[str, tuple[str, Callable]] = {
             "/v1/chat/completions": ("POST", self.chat_completions),
             "/v1/completions": ("POST", self.completions),
+            "/v1/responses": ("POST", self.responses),
             "/v1/messages": ("POST", self.messages),
             "/v1/messages/count_tokens": ("POST", self.count_tokens),
             "/raw/stream": ("POST", self.raw_stream),
@@ -212,6 +220,9 @@ class MockApp:
     def completions(self, request: Request, request_id: str) -> Response:
         return self._generate(request, request_id, CompletionRequest, "/v1/completions")
 
+    def responses(self, request: Request, request_id: str) -> Response:
+        return self._generate(request, request_id, ResponsesRequest, "/v1/responses")
+
     def messages(self, request: Request, request_id: str) -> Response:
         return self._generate(request, request_id, AnthropicRequest, "/v1/messages")
 
@@ -305,9 +316,10 @@ class _Context:
         self.prompt_tokens = prompt_tokens
         self.fault, self.fault_after = fault, fault_after
         self.kind = {ChatRequest: "chat", CompletionRequest: "completions", AnthropicRequest: "anthropic",
-                     RawRequest: "raw"}[type(request)]
+                     RawRequest: "raw", ResponsesRequest: "responses"}[type(request)]
         self.chat = self.kind == "chat"
-        self.response_id = wire.new_id({"chat": "chatcmpl-", "anthropic": "msg_"}.get(self.kind, "cmpl-"))
+        prefix = {"chat": "chatcmpl-", "anthropic": "msg_", "responses": "resp_"}.get(self.kind, "cmpl-")
+        self.response_id = wire.new_id(prefix)
         self.created = int(time.time())
         self.slot_at = self.t0
         self.tokens_sent = 0
@@ -336,6 +348,8 @@ class _Context:
             return wire.AnthropicChunks(self.response_id, self.request.model, self.prompt_tokens)
         if self.kind == "raw":
             return wire.RawChunks()
+        if self.kind == "responses":
+            return responses.ResponsesChunks(self.request, self.response_id, self.created)
         return wire.Chunks(self.response_id, self.created, self.request.model, self.request.include_usage, self.chat)
 
     def _token_chunks(self, chunks) -> Iterator[bytes | None]:
@@ -466,6 +480,11 @@ class _Context:
     def _body(self) -> bytes:
         plan, text = self.plan, self.app.text
         content = text.text(plan.content) if plan.content else None
+        if self.kind == "responses":
+            return responses.body(self.request, self.response_id, self.created,
+                                  text.text(plan.reasoning) if plan.reasoning else None,
+                                  content, plan.calls,
+                                  plan.finish_reason, self._usage())
         if self.kind == "anthropic":
             blocks = []
             if plan.reasoning:

@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 from tokenstorm.core import tokenizer
 
 from .config import MockConfig
-from .schema import AnthropicRequest, ChatRequest, CompletionRequest, NamedToolChoice
+from .schema import (
+    AnthropicRequest,
+    ChatRequest,
+    CompletionRequest,
+    NamedToolChoice,
+    ResponsesNamedTool,
+    ResponsesRequest,
+)
 from .textgen import TextSource, Window
 from .toolargs import call_id, make_arguments
 
@@ -66,9 +73,13 @@ class Planner:
             if budget <= 0:
                 plan.finish_reason = "length"
                 return plan
-        if isinstance(request, ChatRequest | AnthropicRequest):
-            calls = self._tool_calls(request, rng) if isinstance(request, ChatRequest) \
-                else self._anthropic_tool_calls(request, rng)
+        if isinstance(request, ChatRequest | AnthropicRequest | ResponsesRequest):
+            if isinstance(request, ChatRequest):
+                calls = self._tool_calls(request, rng)
+            elif isinstance(request, ResponsesRequest):
+                calls = self._responses_tool_calls(request, rng)
+            else:
+                calls = self._anthropic_tool_calls(request, rng)
             if calls:
                 plan.legacy_function = not request.tools
                 plan.finish_reason = "function_call" if plan.legacy_function else "tool_calls"
@@ -141,6 +152,20 @@ class Planner:
                 return []
             chosen = rng.sample(request.tools, rng.randint(1, min(self.config.output.max_parallel_tool_calls,
                                                                    len(request.tools))))
+        return self._calls(chosen, rng)
+
+    def _responses_tool_calls(self, request: ResponsesRequest, rng: random.Random) -> list[ToolCall]:
+        choice = request.tool_choice or "auto"
+        if not request.tools or choice == "none":
+            return []
+        if isinstance(choice, ResponsesNamedTool):
+            chosen = [next(t for t in request.tools if t.name == choice.name)]
+        else:
+            if choice == "auto" and (request.has_tool_result()
+                                     or rng.random() >= self.config.output.tool_call_probability):
+                return []
+            most = 1 if request.parallel_tool_calls is False else self.config.output.max_parallel_tool_calls
+            chosen = rng.sample(request.tools, rng.randint(1, min(most, len(request.tools))))
         return self._calls(chosen, rng)
 
     def _wants_tool(self, request: ChatRequest, rng: random.Random) -> bool:

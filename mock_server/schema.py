@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tokenstorm.core.tokenizer import responses_messages
+
 from . import prompts
 
 
@@ -244,3 +246,103 @@ class RawRequest(_Body):
 
     def prompt_tokens(self) -> int:
         return prompts.count(self.prompt)
+
+
+class ResponsesInputItem(_Body):
+    """One item of a Responses API `input` list: a message, or a function call and its output."""
+
+    type: str = "message"
+    role: Literal["system", "developer", "user", "assistant"] | None = None
+    content: str | list[ContentPart] | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    output: str | list[ContentPart] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ResponsesInputItem:
+        if self.type == "message" and (self.role is None or self.content is None):
+            raise ValueError("a message input item needs `role` and `content`")
+        if self.type == "function_call_output" and (self.call_id is None or self.output is None):
+            raise ValueError("a function_call_output input item needs `call_id` and `output`")
+        return self
+
+
+class ResponsesTool(_Body):
+    type: Literal["function"] = Field(description="the mock answers function tools only")
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ResponsesNamedTool(_Body):
+    type: Literal["function"]
+    name: str
+
+
+class ResponsesReasoning(_Body):
+    effort: str | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+
+
+class ResponsesRequest(_Body):
+    """OpenAI's Responses API (`POST /v1/responses`): text, reasoning items, function calls."""
+
+    model: str = Field(min_length=1)
+    input: list[ResponsesInputItem] = Field(description="a string is one user message")
+    instructions: str | None = None
+    stream: bool = False
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    reasoning: ResponsesReasoning | None = None
+    tools: list[ResponsesTool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | ResponsesNamedTool | None = None
+    parallel_tool_calls: bool | None = None
+    seed: int | None = None  # not OpenAI's; lets tests make answers repeatable
+    ignore_eos: bool = False
+    min_tokens: int = Field(0, ge=0)
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _null_is_false(cls, value: Any) -> Any:
+        return False if value is None else value
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _text_is_a_user_message(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [{"role": "user", "content": value}]
+        if not isinstance(value, list) or not value:
+            raise ValueError("input must be a string or a non-empty list of input items")
+        return value
+
+    @model_validator(mode="after")
+    def _named_tool_exists(self) -> ResponsesRequest:
+        if isinstance(self.tool_choice, ResponsesNamedTool) and \
+                self.tool_choice.name not in {t.name for t in self.tools or []}:
+            raise ValueError(f"tool_choice names function {self.tool_choice.name!r}, which is not in tools")
+        if self.tool_choice == "required" and not self.tools:
+            raise ValueError("tool_choice 'required' needs tools")
+        return self
+
+    @property
+    def include_usage(self) -> bool:
+        return True
+
+    @property
+    def reasoning_summary(self) -> bool:
+        """Reasoning streams as a summary (reasoning.summary set), else as raw reasoning text."""
+        return bool(self.reasoning and self.reasoning.summary)
+
+    def has_tool_result(self) -> bool:
+        """The last input item is a function call's output: the agent loop has had its answer."""
+        return self.input[-1].type == "function_call_output"
+
+    def token_limit(self) -> int | None:
+        return self.max_output_tokens
+
+    def prompt_tokens(self) -> int:
+        messages = responses_messages([i.model_dump(exclude_none=True) for i in self.input], self.instructions)
+        return prompts.chat_prompt(messages, [t.model_dump(exclude_none=True) for t in self.tools or []])

@@ -47,7 +47,7 @@ def test_start_form_strings_get_their_types_and_empty_fields_their_defaults(tmp_
     ("total_requests", "-1", "--total-requests: must be 0 or more, got -1"),
     ("arrival_seed", "1.5", "--arrival-seed: '1.5' is not a whole number"),
     ("temperature", "hot", "--temperature: 'hot' is not a number"),
-    ("api", "grpc", "--api: 'grpc' is not one of 'chat' or 'completions'"),
+    ("api", "grpc", "--api: 'grpc' is not one of 'chat', 'completions' or 'responses'"),
     ("header", "NoColon", "--header: 'NoColon' is not 'Name: value'"),
 ])
 def test_a_bad_start_form_value_is_one_line_naming_the_option(tmp_path, name, value, message):

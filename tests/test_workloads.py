@@ -18,7 +18,7 @@ from tokenstorm.mockproc import ROOT
 
 SCENARIOS = ROOT / "configs" / "scenarios"
 @pytest.mark.parametrize("name", ["openai-chat-mock", "csv-driven", "conversations", "long-context", "reasoning",
-                                  "anthropic", "raw-stream"])
+                                  "anthropic", "raw-stream", "openai-responses"])
 def test_every_scenario_runs_against_the_mock(start_mock, tmp_path, name):
     mock = start_mock("--ttft-ms", "10", "--itl-ms", "1", "--output-tokens", "1000")  # max_tokens decides
     result = run("chat_stream.py", mock.url, "--scenario", str(SCENARIOS / f"{name}.yaml"), "-u", "3", "-r", "3",
@@ -31,7 +31,7 @@ def test_every_scenario_runs_against_the_mock(start_mock, tmp_path, name):
     expected_source = {"raw-stream": "tokenizer"}.get(name, "usage")
     assert (records["output_tokens_source"] == expected_source).all()
     expected_tokens = {"openai-chat-mock": 64, "csv-driven": 96, "conversations": 128, "reasoning": 256,
-                       "anthropic": 80, "raw-stream": 48}
+                       "anthropic": 80, "raw-stream": 48, "openai-responses": 64}
     if name in expected_tokens:  # each request's max_tokens, counted in the format's own way
         assert (records["output_tokens"] == expected_tokens[name]).all()
     if name == "raw-stream":
@@ -40,6 +40,10 @@ def test_every_scenario_runs_against_the_mock(start_mock, tmp_path, name):
         assert (records["reasoning_tokens"] == 64).all() and (records["ttfvt_ms"] > records["ttft_ms"] + 50).all()
     if name == "anthropic":
         assert records["input_tokens"].notna().all()
+    if name == "openai-responses":  # the mock counts the prompt as the client does (instructions, input)
+        summary = count_tokens("Summarize the following notes.\n\n")
+        assert records["input_tokens"].between(500 - 200 + summary, 500 + 200 + summary + 20).all()
+        assert (records["finish_reason"] == "length").all()
     if name == "long-context":
         assert records["input_tokens"].between(2800, 5200).all()
         assert records["output_tokens"].between(40, 90).all()

@@ -25,7 +25,9 @@ from .httpclient import Target
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-FORMATS = ("openai-chat", "openai-completions", "anthropic", "raw")
+FORMATS = ("openai-chat", "openai-completions", "openai-responses", "anthropic", "raw")
+DEFAULT_PATHS = {"openai-chat": "/v1/chat/completions", "openai-completions": "/v1/completions",
+                 "openai-responses": "/v1/responses", "anthropic": "/v1/messages", "raw": "/raw/stream"}
 
 
 class ScenarioError(ValueError):
@@ -93,9 +95,9 @@ class Agent(_Strict):
 
 class ScenarioFile(_Strict):
     name: str = Field(min_length=1)
-    format: Literal["openai-chat", "openai-completions", "anthropic", "raw"] = "openai-chat"
+    format: Literal["openai-chat", "openai-completions", "openai-responses", "anthropic", "raw"] = "openai-chat"
     method: Literal["POST"] = "POST"
-    path: str = "/v1/chat/completions"
+    path: str = Field("", description="default: the format's usual path (DEFAULT_PATHS)")
     upstreams: list[Upstream] = Field(default_factory=list)
     headers: dict[str, str] = Field(default_factory=dict)
     body: dict[str, Any]
@@ -107,6 +109,12 @@ class ScenarioFile(_Strict):
     agent: Agent | None = None
     stages: list[Stage] = Field(default_factory=list)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _default_path(self) -> ScenarioFile:
+        if not self.path:
+            self.path = DEFAULT_PATHS[self.format]
+        return self
 
 
 def _expand(value: str, env: dict[str, str], where: str) -> str:
@@ -216,6 +224,11 @@ class Scenario:
 
 
 def prompt_tokens(body: dict) -> int | None:
+    """The prompt tokens of a chat, Responses or legacy completions body, counted as the mock and
+    OpenAI's cookbook count them (tool definitions left out)."""
+    if "input" in body and "messages" not in body:
+        messages = tokenizer.responses_messages(body["input"], body.get("instructions"))
+        return tokenizer.count_chat_prompt(messages) if messages else None
     messages = body.get("messages")
     if isinstance(messages, list):
         system = body.get("system")

@@ -188,8 +188,8 @@ def stream_request(conn: Connection, path: str, body: bytes, headers: list[tuple
     finally:
         conn.disarm()
     if not account.error_type and not (account.saw_done or account.finish_reason):
-        account.fail("truncated", f"stream ended without finish_reason or [DONE] after {account.chunks} "
-                     "output chunks")
+        end = getattr(fmt, "end_event", "finish_reason or [DONE]")
+        account.fail("truncated", f"stream ended without {end} after {account.chunks} output chunks")
     if account.error_type and account.error_type not in ("http_status",):
         conn.close()  # the connection's state is unknown after a failed stream
     return _finish_record(record, account, t_end, prompt_tokens)

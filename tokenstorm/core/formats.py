@@ -190,6 +190,92 @@ class AnthropicMessages(_SSEFormat):
             account.fail("malformed", f"event without a type: {data[:80]!r}")
 
 
+class OpenAIResponses(_SSEFormat):
+    """OpenAI Responses API events (`POST /v1/responses`): typed events, no [DONE].
+
+    Output text deltas are visible output; reasoning (raw or summary) and function-call arguments
+    are output that is not visible (a function call's name counts when its item is added, as a
+    chat tool call's first fragment does). The stream ends as a success only at
+    `response.completed` (or `response.incomplete` for max_output_tokens: finish_reason length);
+    `error` and `response.failed` are in-band errors; anything else ending it is truncated."""
+
+    name = "openai-responses"
+    end_event = "response.completed"  # what a stream that ends too early lacks (the truncated message)
+    HIDDEN = ("response.reasoning_text.delta", "response.reasoning_summary_text.delta",
+              "response.function_call_arguments.delta")
+
+    def handle(self, event: str, data: bytes, t: float, account: Account) -> None:
+        if data == b"[DONE]":  # not part of the Responses API; some servers add it. Not an end by itself.
+            return
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            if event == "error":
+                account.fail("sse_error", _error_event_text(data))
+            else:
+                account.fail("malformed", f"event is not valid JSON: {data[:80]!r}")
+            return
+        if not isinstance(obj, dict):
+            account.fail("malformed", f"event is not a JSON object: {data[:80]!r}")
+            return
+        kind = obj.get("type")
+        if kind == "response.output_text.delta":
+            delta = obj["delta"]
+            if delta:
+                account.output(t, _text(delta), True)
+        elif kind in self.HIDDEN:
+            delta = obj["delta"]
+            if delta:
+                account.output(t, _text(delta), False)
+                if kind == "response.function_call_arguments.delta":
+                    account.tool_call(obj.get("output_index", 0), None, None, delta)
+        elif kind == "response.output_item.added":
+            item = obj.get("item") or {}
+            if item.get("type") == "function_call":
+                if item.get("name"):
+                    account.output(t, _text(item["name"]), False)
+                account.tool_call(obj.get("output_index", 0), item.get("call_id"), item.get("name"),
+                                  item.get("arguments"))
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            self._end(kind, obj.get("response"), account)
+        elif kind == "error" or event == "error" or obj.get("error"):
+            account.fail("sse_error", _error_message(obj.get("error") or obj))
+        elif kind is None:
+            account.fail("malformed", f"event without a type: {data[:80]!r}")
+
+    @staticmethod
+    def _end(kind: str, response: object, account: Account) -> None:
+        if not isinstance(response, dict):
+            account.fail("malformed", f"{kind} without a response object")
+            return
+        usage = response.get("usage")
+        if isinstance(usage, dict):
+            details = usage.get("output_tokens_details")
+            account.usage(usage.get("input_tokens"), usage.get("output_tokens"),
+                          details.get("reasoning_tokens") if isinstance(details, dict) else None)
+        status = response.get("status")
+        if kind == "response.failed" or status == "failed":
+            error = response.get("error")
+            account.fail("sse_error", _error_message(error) if error else "the response failed (response.failed)")
+            return
+        if kind == "response.incomplete" or status == "incomplete":
+            reason = (response.get("incomplete_details") or {}).get("reason")
+            if reason != "max_output_tokens" and reason != "content_filter":
+                account.fail("sse_error", f"the response is incomplete ({reason or 'no reason given'})")
+                return
+            account.finish("length" if reason == "max_output_tokens" else reason)
+        else:
+            account.finish("tool_calls" if any(isinstance(item, dict) and item.get("type") == "function_call"
+                                               for item in response.get("output") or ()) else "stop")
+        account.done()
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"a delta must be a string, not {type(value).__name__}")
+    return value
+
+
 class RawText:
     """A plain streaming text body (no SSE): every read with text is an output chunk; the stream
     is complete when the HTTP body ends as its framing says."""
@@ -218,4 +304,5 @@ class RawText:
             account.done()
 
 
-FORMATS: dict[str, type] = {f.name: f for f in (OpenAIChat, OpenAICompletions, AnthropicMessages, RawText)}
+FORMATS: dict[str, type] = {f.name: f for f in (OpenAIChat, OpenAICompletions, OpenAIResponses, AnthropicMessages,
+                                                RawText)}

@@ -153,6 +153,27 @@ def message_text(content) -> str:
     return ""
 
 
+def responses_messages(input_, instructions=None) -> list[dict]:
+    """A Responses API request's `input` (a string, or a list of items) and `instructions` as chat
+    messages, so its prompt is counted as chat prompts are: messages as they are, a function
+    call's arguments and a function call's output as the assistant's and the tool's content."""
+    messages: list[dict] = [{"role": "system", "content": instructions}] if isinstance(instructions, str) else []
+    if isinstance(input_, str):
+        return messages + [{"role": "user", "content": input_}]
+    for item in input_ if isinstance(input_, list) else ():
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        if kind == "message" and isinstance(item.get("role"), str):
+            messages.append({"role": item["role"], "content": item.get("content")})
+        elif kind == "function_call":
+            messages.append({"role": "assistant", "content": (item.get("name") or "") + (item.get("arguments") or "")})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            messages.append({"role": "tool", "content": output if isinstance(output, str | list) else ""})
+    return messages
+
+
 def count_chat_prompt(messages: list[dict], encoding: str = DEFAULT_ENCODING) -> int:
     """Prompt tokens of a chat request the way OpenAI counts them (its cookbook's rule for the
     cl100k-era models): 3 per message, plus its role, content and name (name +1), plus 3 that

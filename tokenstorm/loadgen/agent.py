@@ -35,6 +35,7 @@ class ToolAgentUser(StreamingUser):
         request = session.next_request()
         body = json.loads(request.body)
         messages = list(body.get("messages") or [])
+        responses = session.scenario.spec.format == "openai-responses"
         started, t0 = time.time(), time.monotonic()
         turns = calls_made = 0
         ended_by, status = "turn_limit", "ok"
@@ -55,11 +56,18 @@ class ToolAgentUser(StreamingUser):
                 ended_by = "quota"
                 break
             calls_made += len(calls)
-            messages.append({"role": "assistant", "content": None, "tool_calls": [
-                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-                for c in calls]})
-            messages += [{"role": "tool", "tool_call_id": c["id"], "content": agent.tool_result} for c in calls]
-            body["messages"] = messages
+            if responses:  # the Responses API: the calls and their outputs are input items
+                items = body["input"]
+                items = items if isinstance(items, list) else [{"role": "user", "content": items}]
+                body["input"] = items + [{"type": "function_call", "call_id": c["id"], "name": c["name"],
+                                          "arguments": c["arguments"]} for c in calls] + [
+                    {"type": "function_call_output", "call_id": c["id"], "output": agent.tool_result} for c in calls]
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [
+                    {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                    for c in calls]})
+                messages += [{"role": "tool", "tool_call_id": c["id"], "content": agent.tool_result} for c in calls]
+                body["messages"] = messages
             request = dataclasses.replace(request, body=json.dumps(body).encode(), prompt_tokens=prompt_tokens(body))
         total_ms = round((time.monotonic() - t0) * 1000, 3)
         session.write_conversation({

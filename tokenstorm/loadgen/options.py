@@ -27,7 +27,7 @@ from .server_metrics import SCRAPE_INTERVAL_S, metrics_target, public_url
 
 DEFAULT_PROMPT = ("You are helping with a load test. Write a short, friendly paragraph about why measuring "
                   "time to first token matters for chat applications.")
-APIS = {"chat": "/chat/completions", "completions": "/completions"}
+APIS = {"chat": "/chat/completions", "completions": "/completions", "responses": "/responses"}
 
 
 class OptionError(Exception):
@@ -106,8 +106,9 @@ class RunOptions(BaseModel):
     results_dir: str = _opt("", "Folder for per-request records and run metadata (default: results/<timestamp>)",
                             "DIR")
     model: str = _opt("", "Model name (default: the first of GET /v1/models)")
-    api: Literal["chat", "completions"] = _opt("chat", "chat = /v1/chat/completions, completions = legacy "
-                                                       "/v1/completions")
+    api: Literal["chat", "completions", "responses"] = _opt(
+        "chat", "chat = /v1/chat/completions, completions = legacy /v1/completions, responses = OpenAI's "
+                "Responses API /v1/responses")
     endpoint_path: str = _opt("", "Request path, overriding the one --api implies (relative to --host)", "PATH")
     max_tokens: NonNegativeInt = _opt(256, "max_tokens of every request (0 = do not send it)", "N")
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = _opt(
@@ -332,7 +333,8 @@ class Settings(BaseModel):
             timeouts = Timeouts(**(timeouts.__dict__ | given))
             slos = {k: slos[k] or v for k, v in spec.slos.model_dump().items()}
             total = total or spec.total_requests or 0
-            api = options.api = {"openai-completions": "completions"}.get(spec.format, api)
+            api = options.api = {"openai-completions": "completions", "openai-responses": "responses"}.get(
+                spec.format, api)
         return cls(
             target=target, path=path, api=api, model=opts.model, max_tokens=opts.max_tokens,
             ignore_eos=opts.ignore_eos, temperature=opts.temperature, prompt=_prompt(opts),

@@ -103,7 +103,8 @@ class Session:
         runner = environment.runner
         self.worker_id = f"w{runner.worker_index}" if self.role == "worker" else self.role
         scenario = self.scenario = settings.scenario
-        default_format = "openai-chat" if settings.api == "chat" else "openai-completions"
+        default_format = {"chat": "openai-chat", "responses": "openai-responses"}.get(settings.api,
+                                                                                     "openai-completions")
         self.format_class = FORMATS[scenario.spec.format if scenario else default_format]
         self.headers = [("Content-Type", "application/json"), ("Accept", "text/event-stream"),
                         ("Accept-Encoding", "identity")]
@@ -117,8 +118,8 @@ class Session:
                                 else ("Authorization", f"Bearer {settings.api_key}"))
         if scenario is None:
             self.body = json.dumps(self.request_body()).encode()
-            self.prompt_tokens = (tokenizer.count_chat_prompt(self.request_body()["messages"])
-                                  if settings.api == "chat" else tokenizer.count_tokens(settings.prompt))
+            self.prompt_tokens = (tokenizer.count_chat_prompt([{"role": "user", "content": settings.prompt}])
+                                  if settings.api in ("chat", "responses") else tokenizer.count_tokens(settings.prompt))
         self.scenario_name = scenario.name if scenario else "default"
         self.several_upstreams = bool(scenario and len(scenario.upstreams) > 1)
         if self.role == "worker":
@@ -145,14 +146,19 @@ class Session:
     def request_body(self) -> dict:
         s = self.settings
         body: dict = {"model": s.model, "stream": True}
-        if s.api == "chat":
-            body["messages"] = [{"role": "user", "content": s.prompt}]
+        if s.api == "responses":  # usage always comes with response.completed: no stream_options
+            body["input"] = [{"role": "user", "content": s.prompt}]
+            if s.max_tokens:
+                body["max_output_tokens"] = s.max_tokens
         else:
-            body["prompt"] = s.prompt
-        if s.include_usage:
-            body["stream_options"] = {"include_usage": True}
-        if s.max_tokens:
-            body[s.max_tokens_field if s.api == "chat" else "max_tokens"] = s.max_tokens
+            if s.api == "chat":
+                body["messages"] = [{"role": "user", "content": s.prompt}]
+            else:
+                body["prompt"] = s.prompt
+            if s.include_usage:
+                body["stream_options"] = {"include_usage": True}
+            if s.max_tokens:
+                body[s.max_tokens_field if s.api == "chat" else "max_tokens"] = s.max_tokens
         if s.ignore_eos:
             body["ignore_eos"] = True
         if s.temperature is not None:

@@ -70,4 +70,5 @@ class StreamingUser(User):
 
 
 class ChatStreamUser(StreamingUser):
-    """Streams OpenAI-compatible chat completions (or legacy completions with --api completions)."""
+    """Streams OpenAI-compatible chat completions (legacy completions with --api completions, the Responses
+    API with --api responses)."""
