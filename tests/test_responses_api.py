@@ -295,9 +295,12 @@ def test_tool_agent_sends_function_calls_back_as_input_items(start_mock, tmp_pat
     assert result.returncode == 0, result.stderr[-2500:]
     records = load_records(tmp_path / "run")
     assert len(records) == 8 and (records["status"] == "ok").all(), records["error"].tolist()
-    assert set(records["finish_reason"]) == {"tool_calls", "stop"}
     conversations = [line.split(",") for line in (tmp_path / "run" / "conversations-local.csv").read_text()
                      .splitlines()[1:]]
+    # (seen once on a starved machine: 8 first turns, no second; the details say which path it took)
+    assert set(records["finish_reason"]) == {"tool_calls", "stop"}, (
+        conversations, records[["user_id", "t_start", "finish_reason", "chunks", "output_tokens"]].to_dict("records"),
+        log.read_text()[-3000:])
     finished = [c for c in conversations if c[7] != "quota"]
     assert finished and all(c[7] == "text" and c[5] == "2" for c in finished)  # a call, then the text answer
     generated, sent_back = {}, []
