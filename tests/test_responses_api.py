@@ -300,7 +300,8 @@ def test_tool_agent_sends_function_calls_back_as_input_items(start_mock, tmp_pat
     # (seen once on a starved machine: 8 first turns, no second; the details say which path it took)
     assert set(records["finish_reason"]) == {"tool_calls", "stop"}, (
         conversations, records[["user_id", "t_start", "finish_reason", "chunks", "output_tokens"]].to_dict("records"),
-        log.read_text()[-3000:])
+        log.read_text()[-3000:], result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]  # a task that raised would start over
     finished = [c for c in conversations if c[7] != "quota"]
     assert finished and all(c[7] == "text" and c[5] == "2" for c in finished)  # a call, then the text answer
     generated, sent_back = {}, []
