@@ -256,8 +256,9 @@ class MockApp:
             status, message, type_, code = HTTP_FAULTS[fault]
             headers = _retry_headers(self.config.faults.retry_after_s) if status == 429 else []
             raise _Reject(status, message, type_, code, headers=headers)
-        prompt_tokens = request.prompt_tokens()
+        # the prompt's token ids first: tokenizing them remembers the counts prompt_tokens() needs
         cached_tokens = self._cached_prefix(request) if self.prefix_cache.enabled else None
+        prompt_tokens = request.prompt_tokens()
         limiter = self.engine.limiter
         headers = [("x-request-id", request_id)]
         if limiter.enabled:

@@ -22,12 +22,13 @@ TOKEN_BYTES = 4  # prompt token ids travel as uint32 bytes (prompts.prompt_ids)
 def block_hashes(ids: bytes, block_size: int) -> list[int]:
     """The chained identities of the full blocks of `ids` (uint32 bytes) before its last token."""
     step = block_size * TOKEN_BYTES
-    n_blocks = (len(ids) // TOKEN_BYTES - 1) // block_size
-    out = []
+    end = (len(ids) // TOKEN_BYTES - 1) // block_size * step
+    out: list[int] = []
+    append = out.append
     h = 0
-    for i in range(n_blocks):
-        h = hash((h, ids[i * step:(i + 1) * step]))
-        out.append(h)
+    for i in range(0, end, step):
+        h = hash((h, ids[i:i + step]))
+        append(h)
     return out
 
 

@@ -22,7 +22,6 @@ _cached_chars = 0
 
 def count(text: str) -> int:
     """Tokens of `text` (cl100k_base), cached; long texts are tokenized in the thread pool."""
-    global _cached_chars
     hit = _cache.get(text)
     if hit is not None:
         _cache.move_to_end(text)
@@ -33,13 +32,18 @@ def count(text: str) -> int:
         n = gevent.get_hub().threadpool.apply(_count_long, (text,))
     else:
         n = count_tokens(text)
-    if len(text) <= CACHE_CHARS // 8:
+    _remember(text, n)
+    return n
+
+
+def _remember(text: str, n: int) -> None:
+    global _cached_chars
+    if len(text) <= CACHE_CHARS // 8 and text not in _cache:
         _cache[text] = n
         _cached_chars += len(text)
         while _cached_chars > CACHE_CHARS:
             old, _ = _cache.popitem(last=False)
             _cached_chars -= len(old)
-    return n
 
 
 def _count_long(text: str) -> int:
@@ -70,7 +74,7 @@ _NAME_MARK = array("I", [100267]).tobytes()
 
 def ids(text: str) -> bytes:
     """The cl100k token ids of `text` as uint32 bytes (len // 4 == count(text)), cached; long texts are
-    tokenized in the thread pool."""
+    tokenized in the thread pool. The count is remembered too: count(text) then tokenizes nothing."""
     global _ids_bytes
     hit = _ids_cache.get(text)
     if hit is not None:
@@ -82,6 +86,7 @@ def ids(text: str) -> bytes:
         out = gevent.get_hub().threadpool.apply(_ids_long, (text,))
     else:
         out = array("I", get_encoding().encode_ordinary(text)).tobytes()
+    _remember(text, len(out) // 4)
     size = len(text) + len(out)
     if size <= IDS_CACHE_BYTES // 8:
         _ids_cache[text] = out
