@@ -257,7 +257,7 @@ class MockApp:
             headers = _retry_headers(self.config.faults.retry_after_s) if status == 429 else []
             raise _Reject(status, message, type_, code, headers=headers)
         # the prompt's token ids first: tokenizing them remembers the counts prompt_tokens() needs
-        cached_tokens = self._cached_prefix(request) if self.prefix_cache.enabled else None
+        prompt_ids = request.prompt_ids() if self.prefix_cache.enabled else None
         prompt_tokens = request.prompt_tokens()
         limiter = self.engine.limiter
         headers = [("x-request-id", request_id)]
@@ -291,7 +291,9 @@ class MockApp:
                           headers=_retry_headers(wait))
         try:
             metrics.PROMPT_TOKENS.inc(prompt_tokens)
-            if cached_tokens is not None:
+            cached_tokens = None  # a request refused above leaves the cache as it was
+            if prompt_ids is not None:
+                cached_tokens = self._cached_prefix(prompt_ids)
                 metrics.PREFIX_CACHE_QUERIES.inc(prompt_tokens)
                 metrics.PREFIX_CACHE_HITS.inc(cached_tokens)
             ctx = _Context(self, http, request, plan, slot, prompt_tokens, fault, fault_after, cached_tokens)
@@ -306,10 +308,9 @@ class MockApp:
         return ctx.respond(headers)
 
 
-    def _cached_prefix(self, request) -> int:
+    def _cached_prefix(self, ids: bytes) -> int:
         """Prompt tokens served from the prefix cache (and the prompt's blocks entered in it). The block
         hashes of a long prompt are computed in the thread pool, its LRU bookkeeping on the loop."""
-        ids = request.prompt_ids()
         size = self.prefix_cache.block_size
         if len(ids) >= prompts.OFFLOAD_CHARS * 4:
             import gevent

@@ -20,7 +20,7 @@ from mock_server.prefix_cache import PrefixCache, block_hashes
 from mock_server.prompts import chat_prompt, chat_prompt_ids
 from tokenstorm.client.datasets import Synthetic
 from tokenstorm.client.stream import StreamAccount
-from tokenstorm.core.formats import AnthropicMessages, OpenAIChat
+from tokenstorm.core.formats import AnthropicMessages, OpenAIChat, OpenAIResponses
 from tokenstorm.core.tokenizer import count_tokens
 from tokenstorm.mockproc import ROOT
 
@@ -143,6 +143,23 @@ def test_lru_eviction_with_a_capacity_smaller_than_the_pool(start_mock):
     assert small < large / 2
 
 
+def test_a_refused_request_leaves_the_cache_as_it_was(start_mock):
+    """A 429 (queue full) computed no prefill: its prompt must not make the next one a hit."""
+    mock = start_mock("--ttft-ms", "800", "--itl-ms", "0", "--output-tokens", "2", "--jitter", "0",
+                      "--max-num-seqs", "1", "--max-queue", "0", "--prefix-cache-tokens", "100000")
+    client = openai.OpenAI(base_url=mock.base_url, api_key="mock-key", max_retries=0, timeout=30)
+    system = "refused " + SYSTEM
+    holder = client.chat.completions.create(model="mock-llm", messages=[{"role": "user", "content": "hold"}],
+                                            stream=True)  # holds the only slot until read to its end
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="mock-llm", messages=[{"role": "system", "content": system},
+                                                                   {"role": "user", "content": "refused"}])
+    list(holder)
+    usage = client.chat.completions.create(model="mock-llm", messages=[{"role": "system", "content": system},
+                                                                       {"role": "user", "content": "admitted"}]).usage
+    assert usage.prompt_tokens_details.cached_tokens == 0
+
+
 def test_bad_cache_options_fail_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mock_server", "--prefix-cache-block-size", "0"],
                             capture_output=True, text=True, timeout=30)
@@ -205,6 +222,11 @@ def test_cached_tokens_are_type_checked_like_the_other_counts():
         "input_tokens": 7, "cache_read_input_tokens": 96, "cache_creation_input_tokens": 32}}}).encode(), 0.0,
         account)
     assert (account.usage_prompt, account.usage_cached) == (135, 96)
+    account = StreamAccount()  # Responses API: input_tokens_details.cached_tokens in the final response
+    OpenAIResponses().handle("response.completed", json.dumps({"type": "response.completed", "response": {
+        "status": "completed", "usage": {"input_tokens": 50, "output_tokens": 3,
+                                         "input_tokens_details": {"cached_tokens": 32}}}}).encode(), 0.0, account)
+    assert (account.usage_prompt, account.usage_cached) == (50, 32)
 
 
 def _prometheus_counter(text: str, name: str) -> float:
