@@ -247,7 +247,7 @@ def test_shared_prefix_workload_ttft_drop_csv_report_and_metrics(start_mock, tmp
     scenario.write_text(text)
     folder = tmp_path / "run"
     result = run("chat_stream.py", mock.url, "--scenario", str(scenario), "-u", "2", "-r", "2",
-                 "--total-requests", "40", "--results-dir", str(folder))
+                 "--total-requests", "40", "--results-dir", str(folder), "--server-metrics", mock.url + "/metrics")
     assert result.returncode == 0, result.stderr[-2500:]
     records = load_records(folder)
     assert len(records) == 40 and (records["status"] == "ok").all(), records["error"].tolist()
@@ -267,7 +267,11 @@ def test_shared_prefix_workload_ttft_drop_csv_report_and_metrics(start_mock, tmp
     report = subprocess.run([sys.executable, "-m", "analysis", "report", str(folder)], capture_output=True,
                             text=True, timeout=120, cwd=ROOT)
     assert report.returncode == 0, report.stderr[-2000:]
-    cache = json.loads((folder / "summary.json").read_text())["summary"]["prefix_cache"]
+    summary = json.loads((folder / "summary.json").read_text())["summary"]
+    # the scraped counters are the ones the server-metrics analysis knows (vLLM V1's)
+    assert summary["server_metrics"]["sources"]["prefix_hit"] == (
+        "vllm:prefix_cache_hits_total / vllm:prefix_cache_queries_total")
+    cache = summary["prefix_cache"]
     hit_rate = records["cached_tokens"].sum() / records["input_tokens"].sum()
     assert cache["hit_rate"] == pytest.approx(hit_rate)
     assert cache["cached"]["requests"] == len(hits) and cache["uncached"]["requests"] == len(misses)
