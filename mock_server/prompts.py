@@ -4,6 +4,10 @@ Tokenizing an 8 MB prompt takes ~0.5 s of CPU; on the event loop that stalls eve
 stream, so prompts of OFFLOAD_CHARS or more are tokenized in gevent's thread pool (tiktoken
 releases the GIL). Prompts replayed from a dataset repeat, so counts are cached, but by total
 characters (CACHE_CHARS), not by entries: 8,192 entries of 8 MB would be 64 GB.
+
+With the prefix cache on (prefix_cache.py) the mock needs the prompt's token ids, not only their
+count: ids() keeps them as uint32 bytes in a second cache bounded by bytes (IDS_CACHE_BYTES), and
+remembers the count, so a prompt is tokenized once.
 """
 
 from __future__ import annotations
