@@ -51,6 +51,9 @@ def build_summary(results: Results) -> dict:
     summary["cross_checks"] = cross_checks(records)
     summary["client_vs_timing"] = client_vs_timing(records, results.folder)
     summary["warmup_s"] = results.warmup_s
+    cache = metrics.prefix_cache(records)
+    if cache is not None:
+        summary["prefix_cache"] = cache
     samples = server_metrics.load_samples(results.folder)
     if samples is not None and not samples.empty:
         since = float(records["t_start"].min()) if results.warmup_s and len(records) else None
@@ -164,6 +167,19 @@ def server_metrics_section(facts: dict, url: str | None) -> tuple[str, str, list
                                      "Client-side overhead (ms)", "Client requests", "Server observations"], rows)
 
 
+def prefix_cache_section(cache: dict) -> tuple[str, str, list[str], list[list[str]]]:
+    """Hit rate from the usage's cached tokens, and TTFT of the requests that hit vs those that did not."""
+    if cache["hit_rate"] is None:
+        return "Prefix cache", f"Prefix-cache hit rate: {cache.get('note', metrics.NOT_REPORTED)}.", [], []
+    text = (f"Prefix-cache hit rate {cache['hit_rate']:.1%}: {cache['cached_tokens']:,.0f} cached of "
+            f"{cache['input_tokens']:,.0f} input tokens, over the {cache['requests']:,} successful requests whose "
+            "usage reported cached tokens. A request is cached when the server served any of its prompt "
+            "from the cache.")
+    rows = [[label, f"{cache[key]['requests']:,}", _fmt(cache[key]["ttft_p50"]), _fmt(cache[key]["ttft_p99"])]
+            for key, label in (("cached", "cached (cached tokens > 0)"), ("uncached", "uncached"))]
+    return "Prefix cache", text, ["Requests", "Count", "TTFT P50 (ms)", "TTFT P99 (ms)"], rows
+
+
 def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """(title, text, table header, table rows) for both the Markdown and the HTML report."""
     header = ["Metric (successful requests)", *STAT_LABELS]
@@ -190,6 +206,8 @@ def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str]
             out.append((f"{GROUP_COLUMNS[column]}: {name}",
                         f"{group['requests']:,} requests, {group['failed']:,} failed", header,
                         _metric_table(group["metrics"])))
+    if summary.get("prefix_cache"):
+        out.append(prefix_cache_section(summary["prefix_cache"]))
     checks = summary["cross_checks"]
     if checks:
         out.append(("Cross-checks", "Output tokens counted three ways (usage, tokenizer, chunks).",

@@ -23,6 +23,7 @@ OVERRIDES = {
     "write_timeout_s": "limits.write_timeout_s",
     "body_timeout_s": "limits.body_timeout_s", "max_connections": "limits.max_connections",
     "role_chunk": "output.role_chunk",
+    "prefix_cache_tokens": "prefix_cache.capacity_tokens", "prefix_cache_block_size": "prefix_cache.block_size",
 }
 
 
@@ -60,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "closed (default: ulimit -n less a reserve)")
     p.add_argument("--role-chunk", choices=("with-first-token", "with-headers"),
                    help="the role-only first chat chunk goes with the first token (default, as vLLM) or the headers")
+    p.add_argument("--prefix-cache-tokens", type=int, metavar="N",
+                   help="prefix KV cache of N prompt tokens (LRU): cached prompt blocks cost no prefill; 0 = off")
+    p.add_argument("--prefix-cache-block-size", type=int, metavar="TOKENS",
+                   help="tokens per prefix-cache block (default 16, as vLLM)")
     return p
 
 

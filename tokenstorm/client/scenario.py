@@ -49,6 +49,13 @@ class TokenTarget(_Strict):
     stddev: float = Field(0.0, ge=0)
 
 
+class Prefix(_Strict):
+    """Shared prompt prefixes (prefix-cache workloads): each prompt starts with one of `pool` prefixes."""
+
+    tokens: int = Field(ge=1, le=1_000_000, description="tokens of every prefix")
+    pool: int = Field(1, ge=1, le=100_000, description="distinct prefixes (1: one shared system prompt)")
+
+
 class Data(_Strict):
     type: Literal["csv", "jsonl", "synthetic"]
     file: str | None = None
@@ -58,6 +65,7 @@ class Data(_Strict):
     shuffle: bool = False
     input_tokens: TokenTarget | None = None
     output_tokens: TokenTarget | None = None
+    prefix: Prefix | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> Data:
@@ -65,6 +73,12 @@ class Data(_Strict):
             raise ValueError(f"a {self.type} data source needs `file`")
         if self.type == "synthetic" and (self.input_tokens is None or self.output_tokens is None):
             raise ValueError("a synthetic data source needs `input_tokens` and `output_tokens` ({mean, stddev})")
+        if self.prefix is not None:
+            if self.type != "synthetic":
+                raise ValueError("`prefix` is for synthetic data only")
+            if self.prefix.tokens >= self.input_tokens.mean:
+                raise ValueError(f"prefix.tokens ({self.prefix.tokens}) must be less than input_tokens.mean "
+                                 f"({self.input_tokens.mean}): the prefix is part of the prompt")
         return self
 
 
@@ -186,8 +200,10 @@ class Scenario:
             return None
         try:
             if data.type == "synthetic":
+                prefix = data.prefix
                 return Synthetic(data.input_tokens.mean, data.input_tokens.stddev, data.output_tokens.mean,
-                                 data.output_tokens.stddev, data.seed)
+                                 data.output_tokens.stddev, data.seed, prefix.tokens if prefix else 0,
+                                 prefix.pool if prefix else 1)
             path = Path(data.file)
             if not path.is_absolute() and not path.exists():
                 path = self.source.parent / data.file  # relative to the scenario file
