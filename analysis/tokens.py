@@ -54,7 +54,7 @@ class _Collect:
     def finish(self, reason):
         pass
 
-    def usage(self, prompt_tokens, completion_tokens, reasoning_tokens=None):
+    def usage(self, prompt_tokens, completion_tokens, reasoning_tokens=None, cached_tokens=None):
         self.prompt, self.completion = prompt_tokens, completion_tokens
 
     def fail(self, error_type, message):
