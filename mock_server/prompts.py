@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 
-from tokenstorm.core.tokenizer import count_tokens, get_encoding, message_text
+from tokenstorm.core.tokenizer import Tiktoken, active, count_tokens, message_text
 
 OFFLOAD_CHARS = 16_384
 CACHE_CHARS = 64 * 1024 * 1024
@@ -20,7 +20,8 @@ _cached_chars = 0
 
 
 def count(text: str) -> int:
-    """Tokens of `text` (cl100k_base), cached; long texts are tokenized in the thread pool."""
+    """Tokens of `text` (the active tokenizer, cl100k_base by default), cached; long texts are tokenized
+    in the thread pool."""
     global _cached_chars
     hit = _cache.get(text)
     if hit is not None:
@@ -45,8 +46,11 @@ def _count_long(text: str) -> int:
     """count_tokens without a Python int per token: the token list of an 8 MB prompt is built holding
     the GIL (~40 ms of other streams' time); tiktoken's numpy buffer is not (~10 ms). Same count:
     no special tokens allowed, none disallowed is encode_ordinary."""
+    tok = active()
+    if not isinstance(tok, Tiktoken):
+        return count_tokens(text)
     try:
-        return len(get_encoding().encode_to_numpy(text, allowed_special=set(), disallowed_special=()))
+        return len(tok.encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=()))
     except ImportError:  # numpy missing
         return count_tokens(text)
 

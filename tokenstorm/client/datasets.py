@@ -109,16 +109,19 @@ class Synthetic:
         self.input_mean, self.input_stddev = input_mean, input_stddev
         self.output_mean, self.output_stddev = output_mean, output_stddev
         self._rng = random.Random(seed)
-        enc = tokenizer.get_encoding()
+        self._tokenizer = tok = tokenizer.active()
         # a long stream of single-token words to cut prompts from: a cut between two of them
         # re-tokenizes to exactly its length
-        words = [w for w in _WORDS if len(enc.encode_ordinary(" " + w)) == 1]
+        words = [w for w in _WORDS if len(tok.encode(" " + w)) == 1 and len(tok.encode(w)) == 1]
+        if len(words) < 20:
+            raise tokenizer.TokenizerError(f"tokenizer {tok.name}: too few single-token English words "
+                                           f"({len(words)}) to build synthetic prompts of exact lengths")
         text = " ".join(self._rng.choice(words) for _ in range(20000))
-        self._tokens = enc.encode_ordinary(text)
+        self._tokens = tok.encode(text)
 
     def next(self) -> dict:
         n = max(1, round(self._rng.gauss(self.input_mean, self.input_stddev)))
         out = max(1, round(self._rng.gauss(self.output_mean, self.output_stddev)))
         start = self._rng.randrange(0, len(self._tokens) - n) if n < len(self._tokens) else 0
         ids = (self._tokens * (n // len(self._tokens) + 1))[start:start + n]
-        return {"prompt": tokenizer.get_encoding().decode(ids), "max_tokens": out, "input_tokens": n}
+        return {"prompt": self._tokenizer.decode(ids), "max_tokens": out, "input_tokens": n}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import socket
 import sys
 import time
 import weakref
@@ -495,7 +496,13 @@ def prepare(environment) -> Session:
     if role != "worker" and not options.results_dir:
         options.results_dir = time.strftime("results/%Y%m%d-%H%M%S")
     host = environment.host or getattr(options, "host", None)
-    settings = Settings.build(options, host, Path(options.results_dir or "."), check_dir=role != "worker")
+    try:
+        settings = Settings.build(options, host, Path(options.results_dir or "."), check_dir=role != "worker")
+    except OptionError as exc:
+        if role == "worker" and str(exc).startswith("--tokenizer"):
+            raise OptionError(f"{exc} [on this worker, {socket.gethostname()}: every worker needs the master's "
+                              "--tokenizer file at the same path]") from None
+        raise
     if role != "worker":
         if settings.scenario is None:  # a scenario's body names its model
             settings = resolve(settings)
