@@ -175,4 +175,4 @@ def test_a_worker_without_the_tokenizer_file_says_so(start_mock, tok_file, tmp_p
         stop_all(master, worker)
     line = next((x for x in worker_err.splitlines() if "--tokenizer tok.json" in x), "")
     assert "no such file" in line and "on this worker" in line, worker_err[-2000:]
-    assert "Traceback" not in worker_err
+    assert "Traceback" not in worker_err, worker_err
