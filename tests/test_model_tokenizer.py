@@ -176,3 +176,23 @@ def test_a_worker_without_the_tokenizer_file_says_so(start_mock, tok_file, tmp_p
     line = next((x for x in worker_err.splitlines() if "--tokenizer tok.json" in x), "")
     assert "no such file" in line and "on this worker" in line, worker_err[-2000:]
     assert "Traceback" not in worker_err, worker_err
+
+
+def test_analysis_tokens_recounts_with_the_given_tokenizer(hf, tok_file, tmp_path):
+    log = ROOT / "tests" / "data" / "gateway.log.jsonl"
+    result = subprocess.run([sys.executable, "-m", "analysis", "tokens", str(log), "--tokenizer", str(tok_file)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    english, chinese, tool_json, _tool_sse = out["entries"]
+    assert out["tokenizer"] == "tiny-bpe.json"
+    assert english["completion_tokens"] == tokenizer.count_tokens("Hello, world!")
+    assert tool_json["completion_tokens"] == tokenizer.count_tokens('get_weather{"city": "Paris"}')
+    assert chinese["completion_tokens"] == tokenizer.count_tokens("负载测试用来衡量系统在压力下的表现。")
+    default = json.loads(subprocess.run([sys.executable, "-m", "analysis", "tokens", str(log)], capture_output=True,
+                                        text=True, cwd=ROOT, timeout=60).stdout)
+    assert default["tokenizer"] == "cl100k_base"
+    assert [e["completion_tokens"] for e in default["entries"]] != [e["completion_tokens"] for e in out["entries"]]
+    bad = subprocess.run([sys.executable, "-m", "analysis", "tokens", str(log), "--tokenizer", "org/model"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "org/model" in bad.stderr, bad.stderr
