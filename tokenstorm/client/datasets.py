@@ -112,10 +112,10 @@ class Synthetic:
         self._tokenizer = tok = tokenizer.active()
         # a long stream of single-token words to cut prompts from: a cut between two of them
         # re-tokenizes to exactly its length
-        words = [w for w in _WORDS if len(tok.encode(" " + w)) == 1 and len(tok.encode(w)) == 1]
-        if len(words) < 20:
-            raise tokenizer.TokenizerError(f"tokenizer {tok.name}: too few single-token English words "
-                                           f"({len(words)}) to build synthetic prompts of exact lengths")
+        words = [w for w in _WORDS if len(tok.encode(" " + w)) == 1]
+        if not words:
+            raise tokenizer.TokenizerError(f"tokenizer {tok.name}: no single-token English words to build "
+                                           "synthetic prompts of exact lengths from")
         text = " ".join(self._rng.choice(words) for _ in range(20000))
         self._tokens = tok.encode(text)
 
