@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 from pydantic import ValidationError
 
+from tokenstorm.core import tokenizer
 from tokenstorm.core.clock import sleep_until
 
 from . import metrics, prompts, responses, wire
@@ -60,6 +61,7 @@ class MockApp:
         share = config.capacity.max_num_seqs if max_num_seqs is None else max_num_seqs
         self.engine = Engine(config, share, seed)
         self.faults = FaultPicker(config.faults, seed)
+        tokenizer.use(config.output.tokenizer or None)  # every worker process: the same tokenizer
         self.text = TextSource(config.output.language, config.seed)
         self.planner = Planner(config, self.text)
         self.prefix_cache = PrefixCache(config.prefix_cache.capacity_tokens, config.prefix_cache.block_size)

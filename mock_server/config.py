@@ -68,6 +68,8 @@ class Output(_Section):
     mean_tokens: int = Field(128, ge=1, description="natural output length when max_tokens allows")
     cv: float = Field(0.0, ge=0, le=5, description="lognormal spread of the natural length")
     language: Literal["en", "zh"] = "en"
+    tokenizer: str = Field("", description="a local Hugging Face tokenizer.json that generates and counts tokens "
+                                           "('' = tiktoken cl100k_base)")
     reasoning_tokens: int = Field(0, ge=0, description="reasoning_content tokens before the answer")
     tool_call_probability: float = Field(0.5, ge=0, le=1, description="chance of a call with tool_choice auto")
     max_parallel_tool_calls: int = Field(1, ge=1, le=16)

@@ -16,7 +16,7 @@ import json
 from array import array
 from collections import OrderedDict
 
-from tokenstorm.core.tokenizer import count_tokens, get_encoding, message_text
+from tokenstorm.core.tokenizer import Tiktoken, active, count_tokens, message_text
 
 OFFLOAD_CHARS = 16_384
 CACHE_CHARS = 64 * 1024 * 1024
@@ -25,7 +25,8 @@ _cached_chars = 0
 
 
 def count(text: str) -> int:
-    """Tokens of `text` (cl100k_base), cached; long texts are tokenized in the thread pool."""
+    """Tokens of `text` (the active tokenizer, cl100k_base by default), cached; long texts are tokenized
+    in the thread pool."""
     hit = _cache.get(text)
     if hit is not None:
         _cache.move_to_end(text)
@@ -54,8 +55,11 @@ def _count_long(text: str) -> int:
     """count_tokens without a Python int per token: the token list of an 8 MB prompt is built holding
     the GIL (~40 ms of other streams' time); tiktoken's numpy buffer is not (~10 ms). Same count:
     no special tokens allowed, none disallowed is encode_ordinary."""
+    tok = active()
+    if not isinstance(tok, Tiktoken):
+        return count_tokens(text)
     try:
-        return len(get_encoding().encode_to_numpy(text, allowed_special=set(), disallowed_special=()))
+        return len(tok.encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=()))
     except ImportError:  # numpy missing
         return count_tokens(text)
 
@@ -77,7 +81,7 @@ _NAME_MARK = array("I", [100267]).tobytes()
 
 
 def ids(text: str) -> bytes:
-    """The cl100k token ids of `text` as uint32 bytes (len // 4 == count(text)), cached; long texts are
+    """The token ids of `text` (the active tokenizer) as uint32 bytes (len // 4 == count(text)), cached; long texts are
     tokenized in the thread pool. The count is remembered too: count(text) then tokenizes nothing."""
     global _ids_bytes
     hit = _ids_cache.get(text)
@@ -89,7 +93,7 @@ def ids(text: str) -> bytes:
 
         out = gevent.get_hub().threadpool.apply(_ids_long, (text,))
     else:
-        out = array("I", get_encoding().encode_ordinary(text)).tobytes()
+        out = array("I", active().encode(text)).tobytes()
     _remember(text, len(out) // 4)
     size = len(text) + len(out)
     if size <= IDS_CACHE_BYTES // 8:
@@ -102,10 +106,13 @@ def ids(text: str) -> bytes:
 
 
 def _ids_long(text: str) -> bytes:
-    try:
-        return get_encoding().encode_to_numpy(text, allowed_special=set(), disallowed_special=()).tobytes()
-    except ImportError:  # numpy missing
-        return array("I", get_encoding().encode_ordinary(text)).tobytes()
+    tok = active()
+    if isinstance(tok, Tiktoken):
+        try:
+            return tok.encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=()).tobytes()
+        except ImportError:  # numpy missing
+            pass
+    return array("I", tok.encode(text)).tobytes()
 
 
 def id_list(tokens: list[int]) -> bytes:

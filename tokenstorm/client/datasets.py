@@ -114,12 +114,15 @@ class Synthetic:
         self.input_mean, self.input_stddev = input_mean, input_stddev
         self.output_mean, self.output_stddev = output_mean, output_stddev
         self._rng = random.Random(seed)
-        enc = tokenizer.get_encoding()
+        self._tokenizer = tok = tokenizer.active()
         # a long stream of single-token words to cut prompts from: a cut between two of them
         # re-tokenizes to exactly its length
-        words = [w for w in _WORDS if len(enc.encode_ordinary(" " + w)) == 1]
+        words = [w for w in _WORDS if len(tok.encode(" " + w)) == 1]
+        if not words:
+            raise tokenizer.TokenizerError(f"tokenizer {tok.name}: no single-token English words to build "
+                                           "synthetic prompts of exact lengths from")
         text = " ".join(self._rng.choice(words) for _ in range(20000))
-        self._tokens = enc.encode_ordinary(text)
+        self._tokens = tok.encode(text)
         self.prefix_tokens = prefix_tokens
         self.prefixes: list[str] = []
         self.fields = frozenset({"prompt", "max_tokens", "input_tokens"})
@@ -140,7 +143,7 @@ class Synthetic:
         low = 1 if skip_first else 0
         start = self._rng.randrange(low, len(self._tokens) - n) if n < len(self._tokens) - low else low
         ids = (self._tokens * (n // len(self._tokens) + 2))[start:start + n]
-        return tokenizer.get_encoding().decode(ids)
+        return self._tokenizer.decode(ids)
 
     def next(self) -> dict:
         n = max(1, round(self._rng.gauss(self.input_mean, self.input_stddev)))
@@ -148,7 +151,7 @@ class Synthetic:
         if not self.prefix_tokens:
             start = self._rng.randrange(0, len(self._tokens) - n) if n < len(self._tokens) else 0
             ids = (self._tokens * (n // len(self._tokens) + 1))[start:start + n]
-            return {"prompt": tokenizer.get_encoding().decode(ids), "max_tokens": out, "input_tokens": n}
+            return {"prompt": self._tokenizer.decode(ids), "max_tokens": out, "input_tokens": n}
         n = max(n, self.prefix_tokens + 1)
         index = self._prefix_rng.randrange(len(self.prefixes))
         suffix = self._cut(n - self.prefix_tokens, skip_first=True)

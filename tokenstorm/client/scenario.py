@@ -212,7 +212,7 @@ class Scenario:
             if data.type == "csv":
                 return load_csv(path, data.column, data.encoding, data.seed, data.shuffle)
             return load_jsonl(path, data.encoding, data.seed, data.shuffle)
-        except DataError as exc:
+        except (DataError, tokenizer.TokenizerError) as exc:
             raise ScenarioError(f"{where}: data: {exc}") from None
 
     @property

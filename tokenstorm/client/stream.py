@@ -245,6 +245,7 @@ def _finish_record(record: Record, account: StreamAccount, t_end: float | None,
         text = "".join(account.texts)
         counter = tokenizer.count_tokens_offloaded if len(text) >= tokenizer.OFFLOAD_CHARS else tokenizer.count_tokens
         record.output_tokens_tokenizer = counter(text)
+        record.tokenizer = tokenizer.active().name
     elif account.chunks == 0 and account.t_headers is not None:
         record.output_tokens_tokenizer = 0
     if account.usage_completion is not None:
