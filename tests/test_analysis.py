@@ -16,6 +16,7 @@ from locust_procs import concurrent_runs
 from analysis.curve import knee, verdict
 from analysis.metrics import PERCENTILES, percentile_key
 from analysis.stats import load_records
+from tokenstorm.loadgen.options import DEFAULT_PROMPT
 from tokenstorm.mockproc import ROOT
 
 
@@ -26,19 +27,22 @@ def analysis(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """base and rerun: the same configuration against one shared mock (its jitter and faults drawn
-    per request, so the rerun's noise is its own, not the base's replayed); slower: TTFT 20% higher;
-    all with some HTTP 500s. The three run at the same time, so they share whatever else the
-    machine is doing: what differs between base and rerun is run-to-run noise, not a busier
-    minute or a mock process the OS ran worse (seen: ITL max +60% from the other mock alone)."""
+    """Three runs at the same time against one shared mock (TTFT 93.4 ms + 0.2 ms per prompt token,
+    jitter 0.15, some HTTP 500s). base and rerun: the same configuration (the mock draws jitter and
+    faults per request, so the rerun's noise is its own, not the base's replayed); slower: a prompt
+    100 tokens longer, +20 ms of prefill on ~100 ms, TTFT 20% higher. One mock and one time, so all
+    three share whatever else the machine is doing: what differs is run-to-run noise and the planted
+    change, not a busier minute or a mock process the OS ran worse (seen with a mock each: ITL max
+    +60% for the rerun, the planted +20% measured +12%)."""
     root = tmp_path_factory.mktemp("runs")
     config = root / "mock.yaml"
     config.write_text("faults:\n  probabilities:\n    http_500: 0.04\n")
-    plans = {name: (["--config", str(config), "--ttft-ms", ttft, "--itl-ms", "4", "--jitter", "0.15",
-                     "--output-tokens", "40"],
-                    ["-u", "8", "-r", "8", "--total-requests", "400", "--csv", str(root / name / "locust"),
-                     "--csv-full-history", "--slo-ttft-ms", "120", "--exit-code-on-error", "0"])
-             for name, ttft in (("base", "100"), ("rerun", "100"), ("slower", "120"))}
+    mock = ["--config", str(config), "--ttft-ms", "93.4", "--per-input-token-ms", "0.2", "--itl-ms", "4",
+            "--jitter", "0.15", "--output-tokens", "40"]  # the default prompt is 33 tokens: 100 ms
+    longer = DEFAULT_PROMPT + " load" * 100  # 133 tokens: 120 ms
+    plans = {name: (mock, ["-u", "8", "-r", "8", "--total-requests", "400", "--csv", str(root / name / "locust"),
+                           "--csv-full-history", "--slo-ttft-ms", "120", "--exit-code-on-error", "0", *extra])
+             for name, extra in (("base", []), ("rerun", []), ("slower", ["--prompt", longer]))}
     return concurrent_runs(root, plans)
 
 
