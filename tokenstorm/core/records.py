@@ -12,8 +12,9 @@ import typing
 from dataclasses import dataclass
 
 CANCELLED = "cancelled"  # still streaming when the run ended: cut off by the run, not a failure of the target
+CLIENT_CANCELLED = "client_cancelled"  # closed on purpose by the client (scenario `cancel`): not a failure either
 ERROR_TYPES = ("connect", "http_status", "timeout_first_token", "stall", "timeout_total", "sse_error",
-               "truncated", "malformed", "protocol", CANCELLED, "client_error")
+               "truncated", "malformed", "protocol", CANCELLED, "client_error", CLIENT_CANCELLED)
 
 
 @dataclass
@@ -51,6 +52,9 @@ class Record:
     tokens_per_s: float | None = None
     t_intended: float | None = None  # open loop: unix s the request was meant to be sent
     schedule_lag_ms: float | None = None  # open loop: sent this late against its intended time
+    conversation_id: str = ""  # a turn of a conversation (multi-turn, tool agent); empty for single requests
+    turn: int | None = None  # 1-based turn index within its conversation
+    ttst_ms: float | None = None  # request sent -> second output chunk
 
     @property
     def ok(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import random
 import sys
 import time
 import weakref
@@ -185,6 +186,15 @@ class Session:
 
     def next_user_id(self) -> int:
         return next(self._users)
+
+    def cancel_after(self, request_id: str) -> int | None:
+        """The scenario's `cancel`: whether the client closes this stream on purpose, after how many
+        output chunks; decided by the scenario's seed and the request id, so a run repeats."""
+        cancel = self.scenario.spec.cancel if self.scenario is not None else None
+        if cancel is None or not cancel.share:
+            return None
+        draw = random.Random(f"{self.scenario.spec.seed}:{request_id}").random()
+        return cancel.after_tokens if draw < cancel.share else None
 
     def new_record(self, user_id: int, request: Request) -> Record:
         return Record(request_id=f"{self.worker_id}-{next(self._sequence)}", worker_id=self.worker_id,
