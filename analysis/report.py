@@ -12,9 +12,9 @@ import pandas as pd
 
 from . import metrics, plots, server_metrics, timeseries
 from .context import run_context
-from .metrics import PERCENTILES, describe, percentile_key, percentile_label
+from .metrics import PERCENTILES, percentile_key, percentile_label
 from .results import Results
-from .stats import METRICS, UNSENT_SUFFIX, summarize
+from .stats import METRICS, UNSENT_SUFFIX, metric_stats, summarize
 
 GROUP_COLUMNS = {"scenario": "Scenario", "upstream": "Upstream", "model": "Model", "worker_id": "Worker"}
 STAT_COLUMNS = ("count", "min", "mean", "stddev", *(percentile_key(p) for p in PERCENTILES), "max")
@@ -44,9 +44,8 @@ def build_summary(results: Results) -> dict:
         if column in records.columns and records[column].nunique() > 1:
             groups[column] = {}
             for name, frame in metrics.counted(records).groupby(column, observed=True):
-                ok = metrics.succeeded(frame)
                 groups[column][str(name)] = {"requests": len(frame), "failed": len(metrics.failed(frame)),
-                                             "metrics": {m: describe(ok[m]) for m in METRICS if m in ok.columns}}
+                                             "metrics": metric_stats(frame)}
     summary["groups"] = groups
     summary["cross_checks"] = cross_checks(records)
     summary["client_vs_timing"] = client_vs_timing(records, results.folder)
@@ -166,7 +165,7 @@ def server_metrics_section(facts: dict, url: str | None) -> tuple[str, str, list
 
 def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """(title, text, table header, table rows) for both the Markdown and the HTML report."""
-    header = ["Metric (successful requests)", *STAT_LABELS]
+    header = ["Metric (successful requests; TTFT, TTST, TTFB also client-cancelled)", *STAT_LABELS]
     out = [("Run", "What was run, against what, when and with what (from the run's metadata).", ["Setting", "Value"],
             [[label, value] for label, value in run_context(results.metadata, results.records, results.warmup_s)])]
     text = (f"{summary['requests']:,} requests, {summary['ok']:,} ok, {summary['failed']:,} failed "
@@ -178,6 +177,9 @@ def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str]
     if summary.get("cancelled"):
         text += (f"; {summary['cancelled']} cancelled by the end of the run (neither failures nor successes, "
                  "left out of every figure)")
+    if summary.get("client_cancelled"):
+        text += (f"; {summary['client_cancelled']} cancelled by the client (scenario): not failures, their TTFT "
+                 "and TTST count, their E2E and TPOT do not")
     if results.warmup_s:
         text += f"; the first {results.warmup_s:g} s are left out (warm-up)"
     out.append(("Summary", text, header, _metric_table(summary["metrics"])))
@@ -190,6 +192,12 @@ def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str]
             out.append((f"{GROUP_COLUMNS[column]}: {name}",
                         f"{group['requests']:,} requests, {group['failed']:,} failed", header,
                         _metric_table(group["metrics"])))
+    if summary.get("by_turn"):
+        out.append(("TTFT by turn", "Conversation turns by index: the context grows turn after turn (a prefix "
+                    "cache should keep TTFT flat).", ["Turn", "Requests", "Mean input tokens", "TTFT P50 (ms)",
+                                                      "TTFT P99 (ms)"],
+                    [[str(r["turn"]), str(r["requests"]), _fmt(r["input_tokens_mean"]), _fmt(r["ttft_p50"]),
+                      _fmt(r["ttft_p99"])] for r in summary["by_turn"]]))
     checks = summary["cross_checks"]
     if checks:
         out.append(("Cross-checks", "Output tokens counted three ways (usage, tokenizer, chunks).",

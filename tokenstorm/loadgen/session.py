@@ -29,7 +29,7 @@ from ..client.writer import RecordWriter
 from ..core import tokenizer
 from ..core.clock import realtime_to_monotonic, sleep_until
 from ..core.formats import FORMATS
-from ..core.records import CONVERSATION_FIELDS, Record
+from ..core.records import CLIENT_CANCELLED, CONVERSATION_FIELDS, Record
 from . import server_metrics, webui
 from .distributed import RECORDS_WRITTEN, SCHEDULE_DONE, WORKER_SUMMARY, MasterCollector, RecordShipper
 from .live import LiveStats
@@ -279,7 +279,8 @@ class Session:
             return
         fire = self.environment.events.request.fire
         name = name or self.settings.path
-        exception = None if record.ok else StreamFailure(_failure_label(record))
+        failed = not record.ok and record.error_type != CLIENT_CANCELLED  # a client cancel is on purpose
+        exception = StreamFailure(_failure_label(record)) if failed else None
         fire(request_type="POST", name=name, response_time=record.total_ms or record.e2e_ms or 0,
              response_length=record.output_tokens or 0, exception=exception, context={"request_id": record.request_id})
         if record.ok and record.ttft_ms is not None:
