@@ -222,7 +222,7 @@ class Scenario:
                 raise ScenarioError(f"{where}: upstreams.{i}.url: {exc}") from None
             self.upstreams.append((upstream.name or target.origin + target.base_path, target, upstream.weight))
         self._current = [0.0] * len(self.upstreams)
-        self._user_turn, self._user_text = 0, None
+        self._user_text: Synthetic | None = None
 
     def _open_data(self, where: str) -> Rows | Synthetic | None:
         data = self.spec.data
@@ -253,12 +253,12 @@ class Scenario:
         body = fill(self.spec.body, row) if row else self.spec.body
         return body, prompt_tokens(body)
 
-    def next_user_turn(self) -> str:
-        """The user's message of a conversation's next turn (the scenario's `conversation.user_turns`)."""
+    def user_turn(self, turn: int) -> str:
+        """The user's message of a conversation's turn (2..T; the scenario's `conversation.user_turns`):
+        texts[turn - 2] (cycled), or fresh synthetic text of the given tokens."""
         turns = self.spec.conversation.user_turns
         if turns.texts is not None:
-            self._user_turn += 1
-            return turns.texts[(self._user_turn - 1) % len(turns.texts)]
+            return turns.texts[(turn - 2) % len(turns.texts)]
         if self._user_text is None:
             self._user_text = Synthetic(turns.tokens, 0.0, 1, 0.0, self.spec.seed)
         return self._user_text.next()["prompt"]

@@ -30,7 +30,7 @@ class ToolAgentUser(StreamingUser):
         responses = session.scenario.spec.format == "openai-responses"
         counts = {"tool_calls": 0}
 
-        def step(body: dict, account: StreamAccount) -> dict | str:
+        def step(body: dict, account: StreamAccount, _turn: int) -> dict | str:
             calls = [account.tool_calls[i] for i in sorted(account.tool_calls)]
             if not calls:
                 return "text"

@@ -15,14 +15,16 @@ import time
 from collections.abc import Callable
 
 import gevent
+from gevent import GreenletExit
 from locust.exception import StopUser
 
 from ..client.scenario import prompt_tokens
 from ..client.stream import StreamAccount
 from ..core.records import CLIENT_CANCELLED
 
-Step = Callable[[dict, StreamAccount], "dict | str"]
-"""(the body just sent, what its stream carried) -> the next turn's body, or why the conversation ends."""
+Step = Callable[[dict, StreamAccount, int], "dict | str"]
+"""(the body just sent, what its stream carried, the next turn's index) -> the next turn's body, or why
+the conversation ends."""
 
 
 def run_conversation(user, request, step: Step, max_turns: int, limit_reason: str = "turn_limit",
@@ -38,28 +40,42 @@ def run_conversation(user, request, step: Step, max_turns: int, limit_reason: st
     turns, ended_by, status = 0, limit_reason, "ok"
     counts = {} if counts is None else counts
     body = json.loads(request.body)
-    while True:
-        account = StreamAccount()
-        record = user.send(request, account, conversation=(conversation_id, turns + 1))
-        turns += 1
-        if not record.ok:
-            cancelled = record.error_type == CLIENT_CANCELLED
-            ended_by, status = ("client_cancelled", "cancelled") if cancelled else ("error", "error")
-            break
-        body = step(body, account)
-        if isinstance(body, str):
-            ended_by = body
-            break
-        if turns >= max_turns:
-            break
-        if not session.quota.claim():
-            ended_by = "quota"
-            break
-        if think_s is not None:
-            pause = think_s()
-            if pause > 0:
-                gevent.sleep(pause)
-        request = dataclasses.replace(request, body=json.dumps(body).encode(), prompt_tokens=prompt_tokens(body))
+    try:
+        while True:
+            account = StreamAccount()
+            record = user.send(request, account, conversation=(conversation_id, turns + 1))
+            turns += 1
+            if not record.ok:
+                cancelled = record.error_type == CLIENT_CANCELLED
+                ended_by, status = ("client_cancelled", "cancelled") if cancelled else ("error", "error")
+                break
+            body = step(body, account, turns + 1)
+            if isinstance(body, str):
+                ended_by = body
+                break
+            if turns >= max_turns:
+                break
+            if not session.quota.claim():
+                ended_by = "quota"
+                break
+            if think_s is not None:
+                pause = think_s()
+                if pause > 0:
+                    gevent.sleep(pause)
+            request = dataclasses.replace(request, body=json.dumps(body).encode(), prompt_tokens=prompt_tokens(body))
+    except GreenletExit:  # the run ended mid-conversation: its row still says what it reached
+        ended_by, status = "run_end", "cancelled"
+        raise
+    except Exception:  # a bug of ours: the row must not say the conversation went well
+        ended_by, status = "client_error", "error"
+        raise
+    finally:
+        _write_row(user, request, conversation_id, started, t0, turns, counts, ended_by, status)
+
+
+def _write_row(user, request, conversation_id: str, started: float, t0: float, turns: int, counts: dict,
+               ended_by: str, status: str) -> None:
+    session = user.session
     total_ms = round((time.monotonic() - t0) * 1000, 3)
     session.write_conversation({
         "conversation_id": conversation_id, "worker_id": session.worker_id, "user_id": user.user_id,
@@ -85,10 +101,10 @@ def multi_turn(user) -> None:
     def think_s() -> float:
         return max(0.0, rng.gauss(think.mean, think.stddev) if think.stddev else think.mean)
 
-    def step(body: dict, account: StreamAccount) -> dict:
+    def step(body: dict, account: StreamAccount, turn: int) -> dict:
         body = dict(body)
         body["messages"] = [*body.get("messages", []), {"role": "assistant", "content": account.text},
-                            {"role": "user", "content": session.scenario.next_user_turn()}]
+                            {"role": "user", "content": session.scenario.user_turn(turn)}]
         return body
 
     run_conversation(user, request, step, spec.turns, "turns", think_s)
