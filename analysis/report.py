@@ -259,7 +259,7 @@ def write_report(results: Results, window_s: float = 5.0, per_request: bool = Fa
         made.append(server_metrics.plot(samples, results.records, timeseries.windows(results.records, window_s)
                                         if len(results.records) else pd.DataFrame(),
                                         plot_dir / "server_metrics.png"))
-    for column in ("upstream", "scenario", "model"):
+    for column in ("upstream", "scenario", "model", "turn"):
         made.append(plots.by_group(results.records, column, plot_dir / f"by_{column}.png"))
     made = [p for p in made if p is not None]
     sections = _sections(summary, results)

@@ -121,6 +121,7 @@ def test_multi_turn_against_the_mock(start_mock, tmp_path):
     assert abs(gap.median() - records["itl_mean_ms"].median()) <= 3
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## TTFT by turn" in report and "| TTST (ms) | 12 |" in report
+    assert (tmp_path / "run" / "plots" / "by_turn.png").stat().st_size > 1000
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())["summary"]
     by_turn = {r["turn"]: r for r in summary["by_turn"]}
     assert [by_turn[t]["requests"] for t in (1, 2, 3)] == [4, 4, 4]
@@ -149,6 +150,21 @@ def test_conversation_ids_are_unique_over_two_workers(start_mock, tmp_path):
     rows = pd.concat([pd.read_csv(f) for f in tmp_path.glob("conversations-*.csv")])
     assert rows["conversation_id"].is_unique and set(rows["conversation_id"]) == set(conversations)
     assert rows["turns"].sum() == 36
+
+
+def test_tool_agent_turns_carry_their_conversation(start_mock, tmp_path):
+    mock = start_mock("--config", "deterministic", "--ttft-ms", "5", "--itl-ms", "1")
+    from tokenstorm.core.assets import assets_dir
+
+    result = run("tool_agent.py", mock.url, "--scenario", str(assets_dir() / "configs/scenarios/tool-agent.yaml"),
+                 "-u", "2", "-r", "2", "--total-requests", "10", "--results-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-2500:]
+    records = load_records(tmp_path / "run")
+    rows = pd.read_csv(tmp_path / "run" / "conversations-local.csv")
+    assert records["conversation_id"].notna().all() and set(records["conversation_id"]) == set(rows["conversation_id"])
+    for cid, turns in by_conversation(records).items():
+        assert turns["turn"].tolist() == list(range(1, len(turns) + 1)), cid
+        assert rows.loc[rows["conversation_id"] == cid, "turns"].item() == len(turns)
 
 
 # -- client-side cancellation ---------------------------------------------------------------

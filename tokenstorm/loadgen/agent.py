@@ -8,7 +8,6 @@ Locust CONV entry) is tokenstorm.loadgen.conversation's, shared with multi-turn 
 
 from __future__ import annotations
 
-from locust import task
 from locust.exception import StopUser
 
 from ..client.stream import StreamAccount
@@ -19,8 +18,8 @@ from .users import StreamingUser
 class ToolAgentUser(StreamingUser):
     abstract = True
 
-    @task
-    def converse(self) -> None:
+    def iteration(self) -> None:
+        """One conversation (the base class's only Locust task calls it)."""
         session = self.session
         if session.scenario is None or session.scenario.spec.agent is None:
             raise StopUser()  # checked at start-up; see tool_agent.py

@@ -61,7 +61,11 @@ class StreamingUser(User):
         return record
 
     @task
-    def stream(self) -> None:
+    def _one(self) -> None:  # Locust's only task; subclasses override iteration(), never add a @task
+        self.iteration()
+
+    def iteration(self) -> None:
+        """One request (or, with the scenario's `conversation`, one conversation)."""
         session = self.session
         if session.scenario is not None and session.scenario.spec.conversation is not None:
             multi_turn(self)  # a response-conditioned conversation instead of one request
