@@ -221,6 +221,13 @@ def test_bad_conversation_and_cancel_keys(tmp_path, extra, needle):
     assert needle in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_conversation_scenario_refuses_an_open_loop(tmp_path):
+    result = run("chat_stream.py", "http://127.0.0.1:9", "--scenario", scenario(tmp_path, "conversation: {turns: 2}"),
+                 "--arrival-rate", "5", "--total-requests", "2", timeout=60)
+    assert result.returncode != 0 and "`conversation` runs closed loop" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_bad_key_stops_the_run_before_any_load(tmp_path):
     with socket.socket() as listener:  # nothing may connect: the run must stop before sending
         listener.bind(("127.0.0.1", 0))

@@ -572,6 +572,10 @@ def install(events=locust_events, require_agent: bool = False, require_stages: b
                   f"instead of -r {rate:g}/s", file=sys.stderr, flush=True)
         if require_stages and (session.scenario is None or not session.scenario.spec.stages):
             _fail("this locustfile follows the scenario's stages: give --scenario FILE with a `stages` section")
+        if session.scenario is not None and session.scenario.spec.conversation is not None \
+                and session.settings.arrival_stages:
+            _fail("a scenario with `conversation` runs closed loop (each user its conversations, turn after turn): "
+                  "drop --arrival-rate / the stages' rate")
         if require_agent and (session.scenario is None or session.scenario.spec.agent is None):
             _fail("this locustfile runs tool-calling agents: give --scenario FILE with an `agent` section "
                   "(e.g. configs/scenarios/tool-agent.yaml)")
