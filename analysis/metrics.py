@@ -10,6 +10,9 @@ web UI's live tab all compute them here, so one run gives the same numbers every
   successful requests / window.
 - Goodput: successful requests that meet every SLO (column <= limit) / window; SLO attainment:
   those / counted requests.
+- A stream the client closed on purpose (`client_cancelled`, the scenario's `cancel`) is counted
+  but is neither a failure nor a success: its TTFT and TTST count (the first tokens did arrive),
+  its E2E, TPOT and throughput do not (the stream was cut).
 - Percentiles: linear interpolation (numpy's default) over the raw values, never Locust's buckets.
 """
 
@@ -21,7 +24,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from tokenstorm.core.records import CANCELLED
+from tokenstorm.core.records import CANCELLED, CLIENT_CANCELLED
 
 PERCENTILES = (50, 90, 95, 99, 99.9)
 
@@ -32,8 +35,8 @@ def is_cancelled(error_type: object) -> bool:
 
 
 def is_failure(status: object, error_type: object) -> bool:
-    """A counted request that did not succeed (a cancelled one is not a failure)."""
-    return status != "ok" and not is_cancelled(error_type)
+    """A counted request that did not succeed (a cancelled one, by the run or the client, is not a failure)."""
+    return status != "ok" and not is_cancelled(error_type) and error_type != CLIENT_CANCELLED
 
 
 def meets_slos(values: Mapping[str, float | None], slos: Mapping[str, float]) -> bool:
@@ -60,9 +63,18 @@ def succeeded(records: pd.DataFrame) -> pd.DataFrame:
     return records[records["status"] == "ok"]
 
 
+def client_cancelled_mask(records: pd.DataFrame) -> pd.Series:
+    return records["error_type"] == CLIENT_CANCELLED
+
+
+def first_tokens(records: pd.DataFrame) -> pd.DataFrame:
+    """The requests whose TTFT and TTST count: the successful ones and those the client closed on purpose."""
+    return records[(records["status"] == "ok") | client_cancelled_mask(records)]
+
+
 def failed(records: pd.DataFrame) -> pd.DataFrame:
-    """Failed requests (cancelled ones left out)."""
-    return records[(records["status"] != "ok") & ~cancelled_mask(records)]
+    """Failed requests (cancelled ones, by the run or by the client, left out)."""
+    return records[(records["status"] != "ok") & ~cancelled_mask(records) & ~client_cancelled_mask(records)]
 
 
 def failure_ratio(records: pd.DataFrame) -> float:

@@ -17,7 +17,8 @@ from . import metrics, timeseries
 
 TITLES = {"ttft": "TTFT distribution", "tpot": "TPOT distribution", "over_time": "Over time",
           "errors": "Errors over time", "by_upstream": "TTFT by upstream", "by_scenario": "TTFT by scenario",
-          "by_model": "TTFT by model", "server_metrics": "Server metrics over time"}
+          "by_model": "TTFT by model", "by_turn": "TTFT by conversation turn",
+          "server_metrics": "Server metrics over time"}
 
 
 def subplots(rows: int = 1, cols: int = 1, **kwargs):
@@ -110,7 +111,8 @@ def by_group(records: pd.DataFrame, column: str, path: Path) -> Path | None:
         return None
     fig, ax = subplots(figsize=(10, 3.6))
     ax.boxplot([v for _, v in groups], showfliers=False)
-    ax.set_xticks(range(1, len(groups) + 1), [str(n) for n, _ in groups], rotation=15)
+    ax.set_xticks(range(1, len(groups) + 1), [f"{n:g}" if isinstance(n, float) else str(n) for n, _ in groups],
+                  rotation=15)
     ax.set_ylabel("TTFT (ms)")
     ax.set_title(f"TTFT by {column}")
     return _save(fig, path)

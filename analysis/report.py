@@ -12,9 +12,9 @@ import pandas as pd
 
 from . import metrics, plots, server_metrics, timeseries
 from .context import run_context, token_count_warning
-from .metrics import PERCENTILES, describe, percentile_key, percentile_label
+from .metrics import PERCENTILES, percentile_key, percentile_label
 from .results import Results
-from .stats import METRICS, UNSENT_SUFFIX, summarize
+from .stats import METRICS, UNSENT_SUFFIX, metric_stats, summarize
 
 GROUP_COLUMNS = {"scenario": "Scenario", "upstream": "Upstream", "model": "Model", "worker_id": "Worker"}
 STAT_COLUMNS = ("count", "min", "mean", "stddev", *(percentile_key(p) for p in PERCENTILES), "max")
@@ -44,9 +44,8 @@ def build_summary(results: Results) -> dict:
         if column in records.columns and records[column].nunique() > 1:
             groups[column] = {}
             for name, frame in metrics.counted(records).groupby(column, observed=True):
-                ok = metrics.succeeded(frame)
                 groups[column][str(name)] = {"requests": len(frame), "failed": len(metrics.failed(frame)),
-                                             "metrics": {m: describe(ok[m]) for m in METRICS if m in ok.columns}}
+                                             "metrics": metric_stats(frame)}
     summary["groups"] = groups
     summary["cross_checks"] = cross_checks(records)
     summary["client_vs_timing"] = client_vs_timing(records, results.folder)
@@ -183,7 +182,7 @@ def prefix_cache_section(cache: dict) -> tuple[str, str, list[str], list[list[st
 
 def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """(title, text, table header, table rows) for both the Markdown and the HTML report."""
-    header = ["Metric (successful requests)", *STAT_LABELS]
+    header = ["Metric (successful requests; TTFT, TTST, TTFB also client-cancelled)", *STAT_LABELS]
     out = [("Run", "What was run, against what, when and with what (from the run's metadata).", ["Setting", "Value"],
             [[label, value] for label, value in run_context(results.metadata, results.records, results.warmup_s)])]
     text = (f"{summary['requests']:,} requests, {summary['ok']:,} ok, {summary['failed']:,} failed "
@@ -195,6 +194,9 @@ def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str]
     if summary.get("cancelled"):
         text += (f"; {summary['cancelled']} cancelled by the end of the run (neither failures nor successes, "
                  "left out of every figure)")
+    if summary.get("client_cancelled"):
+        text += (f"; {summary['client_cancelled']} cancelled by the client (scenario): not failures, their TTFT "
+                 "and TTST count, their E2E and TPOT do not")
     if results.warmup_s:
         text += f"; the first {results.warmup_s:g} s are left out (warm-up)"
     out.append(("Summary", text, header, _metric_table(summary["metrics"])))
@@ -209,6 +211,12 @@ def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str]
                         _metric_table(group["metrics"])))
     if summary.get("prefix_cache"):
         out.append(prefix_cache_section(summary["prefix_cache"]))
+    if summary.get("by_turn"):
+        out.append(("TTFT by turn", "Conversation turns by index: the context grows turn after turn (a prefix "
+                    "cache should keep TTFT flat).", ["Turn", "Requests", "Mean input tokens", "TTFT P50 (ms)",
+                                                      "TTFT P99 (ms)"],
+                    [[str(r["turn"]), str(r["requests"]), _fmt(r["input_tokens_mean"]), _fmt(r["ttft_p50"]),
+                      _fmt(r["ttft_p99"])] for r in summary["by_turn"]]))
     checks = summary["cross_checks"]
     if checks:
         out.append(("Cross-checks", "Output tokens counted three ways (usage, tokenizer, chunks).",
@@ -270,7 +278,7 @@ def write_report(results: Results, window_s: float = 5.0, per_request: bool = Fa
         made.append(server_metrics.plot(samples, results.records, timeseries.windows(results.records, window_s)
                                         if len(results.records) else pd.DataFrame(),
                                         plot_dir / "server_metrics.png"))
-    for column in ("upstream", "scenario", "model"):
+    for column in ("upstream", "scenario", "model", "turn"):
         made.append(plots.by_group(results.records, column, plot_dir / f"by_{column}.png"))
     made = [p for p in made if p is not None]
     sections = _sections(summary, results)

@@ -20,6 +20,7 @@ from .metrics import describe
 
 METRICS = {  # column -> label
     "ttft_ms": "TTFT (ms)",
+    "ttst_ms": "TTST (ms)",
     "tpot_ms": "TPOT (ms)",
     "e2e_ms": "E2E (ms)",
     "tokens_per_s": "Tokens/s per request",
@@ -27,7 +28,7 @@ METRICS = {  # column -> label
     "itl_max_ms": "ITL max (ms)",
     "output_tokens": "Output tokens",
 }
-REPORT_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms", "tokens_per_s")
+REPORT_METRICS = ("ttft_ms", "ttst_ms", "tpot_ms", "e2e_ms", "tokens_per_s")
 LATE_MS = 10.0  # an open-loop request sent later than this after its intended time: the client fell behind
 LATE_WARN_FRACTION, LATE_WARN_MIN = 0.01, 3  # warn past 1% late requests; one VM hiccup is not falling behind
 
@@ -99,6 +100,32 @@ def _check_complete(file: Path) -> None:
             raise RecordsError(f"{file} line {lines}: the last record is cut short (no line end)")
 
 
+FIRST_TOKEN_METRICS = ("ttft_ms", "ttst_ms", "ttfb_ms")  # also over streams the client closed on purpose
+
+
+def metric_stats(records: pd.DataFrame) -> dict:
+    """describe() of each METRICS column: over the successful requests, and for the first-token
+    columns also over the streams the client cancelled (analysis.metrics)."""
+    ok, first = metrics.succeeded(records), metrics.first_tokens(records)
+    return {column: describe((first if column in FIRST_TOKEN_METRICS else ok)[column])
+            for column in METRICS if column in records.columns}
+
+
+def by_turn(records: pd.DataFrame) -> list[dict]:
+    """Conversation turns: requests, mean input tokens, TTFT P50/P99 per turn index (empty without turns)."""
+    if "turn" not in records.columns or records["turn"].isna().all():
+        return []
+    records = metrics.counted(records)
+    first = metrics.first_tokens(records)
+    out = []
+    for turn, frame in records[records["turn"].notna()].groupby("turn"):
+        ttft = first.loc[first["turn"] == turn, "ttft_ms"]
+        p50, p99 = metrics.percentiles(ttft, (50, 99))
+        out.append({"turn": int(turn), "requests": len(frame), "input_tokens_mean": float(frame["input_tokens"].mean())
+                    if frame["input_tokens"].notna().any() else None, "ttft_p50": p50, "ttft_p99": p99})
+    return out
+
+
 def summarize(records: pd.DataFrame, slos: dict[str, float] | None = None) -> dict:
     """Totals, failures by class, throughput, goodput and exact latency statistics (analysis.metrics)."""
     cancelled = int(metrics.cancelled_mask(records).sum())
@@ -117,7 +144,8 @@ def summarize(records: pd.DataFrame, slos: dict[str, float] | None = None) -> di
         "window_s": round(window, 3),
         "throughput_req_s": metrics.throughput_req_s(records, window),
         "throughput_output_tok_s": metrics.output_tokens_per_s(records, window),
-        "metrics": {column: describe(ok[column]) for column in METRICS if column in ok.columns},
+        "client_cancelled": int(metrics.client_cancelled_mask(records).sum()),
+        "metrics": metric_stats(records),
     }
     if "t_intended" in records.columns and records["t_intended"].notna().any():
         lag = records["schedule_lag_ms"].dropna()
@@ -142,6 +170,9 @@ def summarize(records: pd.DataFrame, slos: dict[str, float] | None = None) -> di
         summary["slos"] = slos
         summary["goodput_req_s"] = metrics.goodput_req_s(records, slos, window)
         summary["slo_attainment"] = metrics.slo_attainment(records, slos)
+    turns = by_turn(records)
+    if turns:
+        summary["by_turn"] = turns
     return summary
 
 
@@ -159,6 +190,9 @@ def format_report(summary: dict, title: str = "tokenstorm report") -> str:
         lines.append(f"cancelled {summary['cancelled']} (still streaming when the run ended; not counted above)")
     if summary.get("token_count_warning"):
         lines.append(summary["token_count_warning"])
+    if summary.get("client_cancelled"):
+        lines.append(f"cancelled by the client (scenario) {summary['client_cancelled']} (not failures; their TTFT "
+                     "counts, their E2E and TPOT do not)")
     if summary.get("master_died"):
         kept = ", ".join(summary["master_died"])
         lines.append(f"WARNING: the master died during the run; records its workers kept: {kept}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..core import tokenizer
 from ..core.assets import assets_dir
@@ -107,6 +107,43 @@ class Agent(_Strict):
     tool_result: str = '{"ok": true}'
 
 
+class ThinkTime(_Strict):
+    mean: float = Field(ge=0)
+    stddev: float = Field(0.0, ge=0)
+
+
+class UserTurns(_Strict):
+    """The user's messages of turns 2..T: synthetic text of `tokens` tokens, or `texts` in turn."""
+
+    tokens: int | None = Field(None, ge=1)
+    texts: list[str] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> UserTurns:
+        if (self.tokens is None) == (self.texts is None):
+            raise ValueError("give exactly one of `tokens` (synthetic) or `texts` (a list of messages)")
+        return self
+
+
+class Conversation(_Strict):
+    """Response-conditioned multi-turn: each turn sends the history with the server's actual answers."""
+
+    turns: int = Field(ge=1, le=200)
+    think_time_s: ThinkTime = Field(default_factory=lambda: ThinkTime(mean=0.0),
+                                    description="seconds from a turn's end to the next send: fixed or {mean, stddev}")
+    user_turns: UserTurns = Field(default_factory=lambda: UserTurns(tokens=32))
+
+    @field_validator("think_time_s", mode="before")
+    @classmethod
+    def _fixed(cls, value: Any) -> Any:
+        return {"mean": value} if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+class Cancel(_Strict):
+    share: float = Field(ge=0, le=1, description="share of streams the client closes on purpose")
+    after_tokens: int = Field(1, ge=1, description="close after this many output chunks (1: the first token)")
+
+
 class ScenarioFile(_Strict):
     name: str = Field(min_length=1)
     format: Literal["openai-chat", "openai-completions", "openai-responses", "anthropic", "raw"] = "openai-chat"
@@ -121,11 +158,17 @@ class ScenarioFile(_Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     slos: Slos = Field(default_factory=Slos)
     agent: Agent | None = None
+    conversation: Conversation | None = None
+    cancel: Cancel | None = None
     stages: list[Stage] = Field(default_factory=list)
     seed: int = 0
 
     @model_validator(mode="after")
     def _default_path(self) -> ScenarioFile:
+        if self.conversation is not None and self.agent is not None:
+            raise ValueError("`conversation` and `agent` are two kinds of conversation: give one of them")
+        if self.conversation is not None and self.format not in ("openai-chat", "anthropic"):
+            raise ValueError(f"`conversation` needs a messages format (openai-chat or anthropic), not {self.format}")
         if not self.path:
             self.path = DEFAULT_PATHS[self.format]
         return self
@@ -193,6 +236,7 @@ class Scenario:
                 raise ScenarioError(f"{where}: upstreams.{i}.url: {exc}") from None
             self.upstreams.append((upstream.name or target.origin + target.base_path, target, upstream.weight))
         self._current = [0.0] * len(self.upstreams)
+        self._user_text: Synthetic | None = None
 
     def _open_data(self, where: str) -> Rows | Synthetic | None:
         data = self.spec.data
@@ -224,6 +268,16 @@ class Scenario:
         row = self.data.next() if self.data is not None else {}
         body = fill(self.spec.body, row) if row else self.spec.body
         return body, prompt_tokens(body)
+
+    def user_turn(self, turn: int) -> str:
+        """The user's message of a conversation's turn (2..T; the scenario's `conversation.user_turns`):
+        texts[turn - 2] (cycled), or fresh synthetic text of the given tokens."""
+        turns = self.spec.conversation.user_turns
+        if turns.texts is not None:
+            return turns.texts[(turn - 2) % len(turns.texts)]
+        if self._user_text is None:
+            self._user_text = Synthetic(turns.tokens, 0.0, 1, 0.0, self.spec.seed)
+        return self._user_text.next()["prompt"]
 
     def pick_upstream(self):
         """(name, target) of the next request: smooth weighted round robin (as nginx balances), so

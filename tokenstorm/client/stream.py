@@ -14,7 +14,7 @@ from gevent import GreenletExit
 
 from ..core import tokenizer
 from ..core.formats import Format
-from ..core.records import Record
+from ..core.records import CLIENT_CANCELLED, Record
 from ..core.sse import SSEDecoder, SSEError
 from .httpclient import Connection, ConnectionLost, HTTPError
 
@@ -39,6 +39,7 @@ class StreamAccount:
     t_headers: float | None = None
     t_first: float | None = None  # first output (content, reasoning, tool call)
     t_first_visible: float | None = None
+    t_second: float | None = None  # the second output (time to second token)
     t_last: float | None = None
     chunks: int = 0
     gap_sum: float = 0.0
@@ -59,6 +60,8 @@ class StreamAccount:
         if last is None:
             self.t_first = t
         else:
+            if self.t_second is None:
+                self.t_second = t
             gap = t - last
             self.gap_sum += gap
             if gap > self.gap_max:
@@ -100,6 +103,11 @@ class StreamAccount:
     def done(self) -> None:
         self.saw_done = True
 
+    @property
+    def text(self) -> str:
+        """The answer's text as streamed (what a next turn sends back as the assistant's message)."""
+        return "".join(self.texts)
+
 
 def _ms(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round((b - a) * 1000, 3)
@@ -138,12 +146,13 @@ def _refused_stream(response, fmt: Format) -> str | None:
 
 def stream_request(conn: Connection, path: str, body: bytes, headers: list[tuple[str, str]], fmt: Format,
                    timeouts: Timeouts, record: Record, prompt_tokens: int | None = None,
-                   account: StreamAccount | None = None) -> Record:
+                   account: StreamAccount | None = None, cancel_after: int | None = None) -> Record:
     """Send a streaming POST on `conn`; fill `record` with what happened and return it.
 
     Whatever the server sends, the record is one outcome: ok only when the stream ended as a
     success, else one error class with a message. Pass an `account` to keep what the stream
-    carried (text, tool calls) beyond the record."""
+    carried (text, tool calls) beyond the record. `cancel_after` K: close the stream on purpose
+    once K output chunks have arrived (error class client_cancelled, not a failure)."""
     account = StreamAccount() if account is None else account
     record.t_start = time.time()
     t_end = None
@@ -162,7 +171,7 @@ def stream_request(conn: Connection, path: str, body: bytes, headers: list[tuple
         elif (refused := _refused_stream(response, fmt)) is not None:
             account.fail("http_status" if response.status >= 300 else "protocol", refused)
         else:
-            _read_events(conn, response, fmt, account, timeouts, total_deadline)
+            _read_events(conn, response, fmt, account, timeouts, total_deadline, cancel_after)
         t_end = time.monotonic()
     except HTTPError as exc:
         kind = exc.kind
@@ -199,7 +208,7 @@ def stream_request(conn: Connection, path: str, body: bytes, headers: list[tuple
 
 
 def _read_events(conn: Connection, response, fmt: Format, account: StreamAccount, timeouts: Timeouts,
-                 total_deadline: float) -> None:
+                 total_deadline: float, cancel_after: int | None = None) -> None:
     decoder = SSEDecoder() if fmt.sse else None
     stall, first_deadline = timeouts.stall_s, account.t_sent + timeouts.first_token_s
     handle = fmt.handle
@@ -212,8 +221,16 @@ def _read_events(conn: Connection, response, fmt: Format, account: StreamAccount
                     # a field of an unexpected type (content a number, choices ["x"], delta a string)
                     account.fail("malformed", f"unexpected event shape ({type(exc).__name__}: {exc}): "
                                  f"{payload[:80]!r}")
+                if cancel_after is not None and account.chunks >= cancel_after and not account.error_type:
+                    account.fail(CLIENT_CANCELLED, f"closed by the client after {account.chunks} output chunks "
+                                 "(scenario cancel)")
+                if account.error_type:
+                    break
         else:
             fmt.feed(data, t, account)
+            if cancel_after is not None and account.chunks >= cancel_after and not account.error_type:
+                account.fail(CLIENT_CANCELLED, f"closed by the client after {account.chunks} output chunks "
+                             "(scenario cancel)")
         if account.error_type:
             return
         # the next read's deadline: the first token, then the stall limit, never past the total
@@ -233,6 +250,7 @@ def _finish_record(record: Record, account: StreamAccount, t_end: float | None,
     record.ttfb_ms = _ms(t0, account.t_headers) if t0 else None
     record.ttft_ms = _ms(t0, account.t_first) if t0 else None
     record.ttfvt_ms = _ms(t0, account.t_first_visible) if t0 else None
+    record.ttst_ms = _ms(t0, account.t_second) if t0 else None
     record.e2e_ms = _ms(t0, account.t_last) if t0 else None
     record.total_ms = _ms(t0, t_end) if t0 and t_end else None
     record.chunks = account.chunks

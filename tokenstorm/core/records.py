@@ -12,8 +12,9 @@ import typing
 from dataclasses import dataclass
 
 CANCELLED = "cancelled"  # still streaming when the run ended: cut off by the run, not a failure of the target
+CLIENT_CANCELLED = "client_cancelled"  # closed on purpose by the client (scenario `cancel`): not a failure either
 ERROR_TYPES = ("connect", "http_status", "timeout_first_token", "stall", "timeout_total", "sse_error",
-               "truncated", "malformed", "protocol", CANCELLED, "client_error")
+               "truncated", "malformed", "protocol", CANCELLED, "client_error", CLIENT_CANCELLED)
 
 
 @dataclass
@@ -53,6 +54,9 @@ class Record:
     schedule_lag_ms: float | None = None  # open loop: sent this late against its intended time
     cached_tokens: int | None = None  # prompt tokens the server served from its prefix cache (usage)
     tokenizer: str = ""  # who counted output_tokens_tokenizer: cl100k_base, or the --tokenizer file's name
+    conversation_id: str = ""  # a turn of a conversation (multi-turn, tool agent); empty for single requests
+    turn: int | None = None  # 1-based turn index within its conversation
+    ttst_ms: float | None = None  # request sent -> second output chunk
 
     @property
     def ok(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import random
 import socket
 import sys
 import time
@@ -29,7 +30,7 @@ from ..client.writer import RecordWriter
 from ..core import tokenizer
 from ..core.clock import realtime_to_monotonic, sleep_until
 from ..core.formats import FORMATS
-from ..core.records import CONVERSATION_FIELDS, Record
+from ..core.records import CLIENT_CANCELLED, CONVERSATION_FIELDS, Record
 from . import server_metrics, webui
 from .distributed import RECORDS_WRITTEN, SCHEDULE_DONE, WORKER_SUMMARY, MasterCollector, RecordShipper
 from .live import LiveStats
@@ -187,6 +188,15 @@ class Session:
     def next_user_id(self) -> int:
         return next(self._users)
 
+    def cancel_after(self, request_id: str) -> int | None:
+        """The scenario's `cancel`: whether the client closes this stream on purpose, after how many
+        output chunks; decided by the scenario's seed and the request id, so a run repeats."""
+        cancel = self.scenario.spec.cancel if self.scenario is not None else None
+        if cancel is None or not cancel.share:
+            return None
+        draw = random.Random(f"{self.scenario.spec.seed}:{request_id}").random()
+        return cancel.after_tokens if draw < cancel.share else None
+
     def new_record(self, user_id: int, request: Request) -> Record:
         return Record(request_id=f"{self.worker_id}-{next(self._sequence)}", worker_id=self.worker_id,
                       user_id=user_id, scenario=self.scenario_name, upstream=request.upstream, model=request.model)
@@ -270,7 +280,8 @@ class Session:
             return
         fire = self.environment.events.request.fire
         name = name or self.settings.path
-        exception = None if record.ok else StreamFailure(_failure_label(record))
+        failed = not record.ok and record.error_type != CLIENT_CANCELLED  # a client cancel is on purpose
+        exception = StreamFailure(_failure_label(record)) if failed else None
         fire(request_type="POST", name=name, response_time=record.total_ms or record.e2e_ms or 0,
              response_length=record.output_tokens or 0, exception=exception, context={"request_id": record.request_id})
         if record.ok and record.ttft_ms is not None:
@@ -574,6 +585,10 @@ def install(events=locust_events, require_agent: bool = False, require_stages: b
                   f"instead of -r {rate:g}/s", file=sys.stderr, flush=True)
         if require_stages and (session.scenario is None or not session.scenario.spec.stages):
             _fail("this locustfile follows the scenario's stages: give --scenario FILE with a `stages` section")
+        if session.scenario is not None and session.scenario.spec.conversation is not None \
+                and session.settings.arrival_stages:
+            _fail("a scenario with `conversation` runs closed loop (each user its conversations, turn after turn): "
+                  "drop --arrival-rate / the stages' rate")
         if require_agent and (session.scenario is None or session.scenario.spec.agent is None):
             _fail("this locustfile runs tool-calling agents: give --scenario FILE with an `agent` section "
                   "(e.g. configs/scenarios/tool-agent.yaml)")

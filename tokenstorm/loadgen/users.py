@@ -10,6 +10,7 @@ from locust.exception import StopUser
 from ..client.httpclient import Connection
 from ..client.stream import StreamAccount, stream_request
 from ..core.records import Record
+from .conversation import multi_turn
 from .session import prepare_failed, session_of
 
 
@@ -41,15 +42,20 @@ class StreamingUser(User):
             conn = self.connections[target] = self.session.connection(target)
         return conn
 
-    def send(self, request, account: StreamAccount | None = None, intended: float | None = None) -> Record:
-        """One streamed request, recorded and reported; re-raises the run's end (cancelled)."""
+    def send(self, request, account: StreamAccount | None = None, intended: float | None = None,
+             conversation: tuple[str, int] | None = None) -> Record:
+        """One streamed request, recorded and reported; re-raises the run's end (cancelled).
+        `conversation`: (conversation id, 1-based turn) of a turn."""
         session = self.session
         record = session.new_record(self.user_id, request)
         record.t_intended = intended
+        if conversation is not None:
+            record.conversation_id, record.turn = conversation
         session.monitor.in_flight += 1
         try:
             stream_request(self.connection(request.target), request.path, request.body, session.headers,
-                           session.format_class(), session.settings.timeouts, record, request.prompt_tokens, account)
+                           session.format_class(), session.settings.timeouts, record, request.prompt_tokens, account,
+                           session.cancel_after(record.request_id))
         finally:
             session.monitor.in_flight -= 1
             if intended is not None:
@@ -60,8 +66,15 @@ class StreamingUser(User):
         return record
 
     @task
-    def stream(self) -> None:
+    def _one(self) -> None:  # Locust's only task; subclasses override iteration(), never add a @task
+        self.iteration()
+
+    def iteration(self) -> None:
+        """One request (or, with the scenario's `conversation`, one conversation)."""
         session = self.session
+        if session.scenario is not None and session.scenario.spec.conversation is not None:
+            multi_turn(self)  # a response-conditioned conversation instead of one request
+            return
         if not session.quota.claim():
             raise StopUser()
         intended = None
