@@ -8,13 +8,19 @@ are compared only with enough samples (P90: 100, P99: 1,000 in both runs): the b
 percentile resting on a few tail points is not to be trusted. The exit code is 1 when there
 is a regression (for CI pipelines), 0 otherwise.
 
-Run-level figures (analysis.metrics: failure ratio, throughput, output tokens/s, goodput) are
-one number per run, with no interval: throughput and goodput are a regression when lower by
-the threshold or more, the failure ratio when higher by a tenth of it in percentage points
-(10% -> 1 point). Cancelled requests (cut off by the end of a run) are never failures.
+The failure ratio is a proportion: its change gets Newcombe's interval for a difference of two
+proportions (from Wilson score intervals; right with few or no failures, where the normal
+approximation is not), at the same corrected level as the bootstrap rows, and it is a regression
+when that interval is above 0 and the rise is a tenth of the threshold in percentage points or
+more (10% -> 1 point): 13 vs 17 failures in 400 is noise, not a regression. Throughput and
+goodput are one number per run, with no interval: a regression when lower by the threshold or
+more. Cancelled requests (cut off by the end of a run) are never failures.
 """
 
 from __future__ import annotations
+
+import math
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -62,12 +68,35 @@ LABELS = {**METRICS, "failure_ratio": "failure ratio", "throughput_req_s": "thro
           "output_tok_s": "output tokens/s", "goodput_req_s": "goodput (req/s)"}
 
 
-def _run_rows(base: pd.DataFrame, new: pd.DataFrame, threshold_pct: float, slos: dict[str, float]) -> list[dict]:
+def _wilson(failed: int, n: int, z: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    p, d = failed / n, 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def proportion_change_interval(failed_a: int, n_a: int, failed_b: int, n_b: int,
+                               confidence: float) -> tuple[float, float]:
+    """Interval of p_b - p_a (Newcombe 1998, method 10: hybrid of the two Wilson intervals)."""
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    pa, pb = (failed_a / n_a if n_a else 0.0), (failed_b / n_b if n_b else 0.0)
+    (la, ua), (lb, ub) = _wilson(failed_a, n_a, z), _wilson(failed_b, n_b, z)
+    d = pb - pa
+    return d - math.sqrt((pb - lb) ** 2 + (ua - pa) ** 2), d + math.sqrt((ub - pb) ** 2 + (pa - la) ** 2)
+
+
+def _run_rows(base: pd.DataFrame, new: pd.DataFrame, threshold_pct: float, slos: dict[str, float],
+              confidence: float) -> list[dict]:
     """One row per run-level figure: failure ratio, throughput, output tokens/s, goodput."""
     ra, rb = metrics.failure_ratio(base), metrics.failure_ratio(new)
+    low, high = proportion_change_interval(len(metrics.failed(base)), len(metrics.counted(base)),
+                                           len(metrics.failed(new)), len(metrics.counted(new)), confidence)
+    significant = bool(low > 0 or high < 0)
     rows = [{"metric": "failure_ratio", "stat": "ratio", "base": ra, "new": rb, "change_pct": (rb - ra) * 100,
-             "ci_low_pct": None, "ci_high_pct": None, "significant": rb > ra,
-             "regression": (rb - ra) * 100 >= threshold_pct / 10}]
+             "ci_low_pct": low * 100, "ci_high_pct": high * 100, "significant": significant,
+             "regression": low > 0 and (rb - ra) * 100 >= threshold_pct / 10}]
     rates = dict(RATES)
     if slos:
         rates["goodput_req_s"] = lambda records: metrics.goodput_req_s(records, slos)
@@ -100,7 +129,7 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, threshold_pct: float = 10.0, 
                          "_boot": boots[stat], "_worse_up": higher_is_worse, "_n": min(len(a), len(b))})
     # Many statistics are compared at once: with 20 of them at 95% each, one would be flagged by
     # chance in most reruns. Bonferroni: each interval at 1 - (1 - confidence) / number of tests.
-    per_test = 1 - (1 - confidence) / max(1, len(rows))
+    per_test = 1 - (1 - confidence) / (len(rows) + 1)  # + the failure ratio's interval
     for row in rows:
         boot, higher_is_worse, n = row.pop("_boot"), row.pop("_worse_up"), row.pop("_n")
         if row["stat"] != "mean" and n < MIN_TAIL_FACTOR * needed_samples(float(row["stat"][1:])):
@@ -113,7 +142,7 @@ def compare(base: pd.DataFrame, new: pd.DataFrame, threshold_pct: float = 10.0, 
         worse = row["change_pct"] > 0 if higher_is_worse else row["change_pct"] < 0
         row |= {"ci_low_pct": float(low), "ci_high_pct": float(high), "significant": significant,
                 "regression": significant and worse and abs(row["change_pct"]) >= threshold_pct}
-    rows += _run_rows(base, new, threshold_pct, {k: v for k, v in (slos or {}).items() if v})
+    rows += _run_rows(base, new, threshold_pct, {k: v for k, v in (slos or {}).items() if v}, per_test)
     return {"threshold_pct": threshold_pct, "confidence": confidence, "per_test_confidence": per_test,
             "resamples": resamples, "rows": rows,
             "regressions": [f"{r['metric']} {r['stat']}" for r in rows if r["regression"]]}
@@ -136,7 +165,8 @@ def format_comparison(result: dict, base_name: str, new_name: str,
             lines.append("config differences: none (same settings, users and versions)")
     lines.append(f"{'metric':<22}{'stat':>6}{'base':>12}{'new':>12}{'change':>10}{'interval':>22}  verdict")
     for r in result["rows"]:
-        interval = "" if r["ci_low_pct"] is None else f"[{r['ci_low_pct']:+.1f}%, {r['ci_high_pct']:+.1f}%]"
+        unit = "pt" if r["metric"] == "failure_ratio" else "%"
+        interval = "" if r["ci_low_pct"] is None else f"[{r['ci_low_pct']:+.1f}{unit}, {r['ci_high_pct']:+.1f}{unit}]"
         verdict = "REGRESSION" if r["regression"] else ("changed" if r["significant"] else r.get("note", "noise"))
         change = f"{r['change_pct']:>+8.1f}" + ("pt" if r["metric"] == "failure_ratio" else "% ")
         lines.append(f"{LABELS.get(r['metric'], r['metric']):<22}{_stat_label(r['stat']):>6}{r['base']:>12.3f}"

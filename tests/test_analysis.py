@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from locust_procs import concurrent_runs
 
+from analysis.compare import compare, proportion_change_interval
 from analysis.curve import knee, verdict
 from analysis.metrics import PERCENTILES, percentile_key
 from analysis.stats import load_records
@@ -168,3 +169,19 @@ def test_knee_is_the_point_before_the_first_small_gain_and_none_while_rising():
     flat = pd.DataFrame({"concurrency": [1, 2, 4, 8], "output_tok_s": [100, 190, 200, 205]})
     assert knee(flat) == 1 and verdict(flat, 1) == "knee: 2 streams"
     assert knee(flat, min_gain=0.03) == 2
+
+
+def test_failure_ratio_change_is_judged_by_its_interval(runs):
+    # Newcombe (1998), method 10, his worked example: 56/70 - 48/80 = 0.2000, 95% interval 0.0524 to 0.3339
+    low, high = proportion_change_interval(48, 80, 56, 70, 0.95)
+    assert round(low, 4) == 0.0524 and round(high, 4) == 0.3339
+    base = load_records(runs["base"])
+    noisy, planted = base.copy(), base.copy()
+    ok = base.index[base["status"] == "ok"]
+    noisy.loc[ok[:4], ["status", "error_type"]] = ["error", "http_status"]  # +1 point: within the noise
+    planted.loc[ok[:60], ["status", "error_type"]] = ["error", "http_status"]  # +15 points
+    rows = {name: next(r for r in compare(base, frame, resamples=200)["rows"] if r["metric"] == "failure_ratio")
+            for name, frame in (("noisy", noisy), ("planted", planted))}
+    assert rows["noisy"]["change_pct"] >= 1 and not rows["noisy"]["regression"]
+    assert rows["noisy"]["ci_low_pct"] < 0 < rows["noisy"]["ci_high_pct"]
+    assert rows["planted"]["regression"] and rows["planted"]["ci_low_pct"] > 5
