@@ -75,13 +75,13 @@ def expected_cached_blocks(entries: list[TraceEntry]) -> list[int]:
     for entry in entries:
         hits, prefix = 0, ()
         lengths = _block_lengths(entry)
-        for hash_id, length in zip(entry.hash_ids, lengths):
+        for hash_id, length in zip(entry.hash_ids, lengths, strict=True):
             prefix = (*prefix, hash_id)
             if seen.get(prefix, 0) < length:
                 break
             hits += 1
         prefix = ()
-        for hash_id, length in zip(entry.hash_ids, lengths):
+        for hash_id, length in zip(entry.hash_ids, lengths, strict=True):
             prefix = (*prefix, hash_id)
             seen[prefix] = max(seen.get(prefix, 0), length)
         result.append(hits)
