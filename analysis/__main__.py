@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     tokens = sub.add_parser("tokens", help="token accounting of API-gateway logs (JSON lines)")
     tokens.add_argument("file", nargs="?", help="the log file")
     tokens.add_argument("--csv", metavar="FILE", help="also write the per-entry counts as CSV")
+    tokens.add_argument("--tokenizer", metavar="PATH", help="count with this local Hugging Face tokenizer.json "
+                        "(the model's) instead of tiktoken cl100k_base")
     tokens.add_argument("--serve", action="store_true", help="answer POSTed entries over HTTP instead")
     tokens.add_argument("--port", type=int, default=8888)
     tokens.add_argument("--host", default="127.0.0.1")
@@ -82,8 +84,16 @@ def main(argv: list[str] | None = None) -> int:
             print(points.to_string(index=False))
             print(f"{line}; wrote {out}/sweep.csv, sweep.json, sweep.png")
         elif args.command == "tokens":
+            from tokenstorm.core import tokenizer
+
             from .tokens import count_file, serve
 
+            if args.tokenizer:
+                try:
+                    tokenizer.use(args.tokenizer)
+                except tokenizer.TokenizerError as exc:
+                    print(f"analysis tokens: {exc}", file=sys.stderr)
+                    return 2
             if args.serve:
                 serve(args.port, args.host)
                 return 0

@@ -65,6 +65,52 @@ def self_check(metadata: dict) -> str:
     return text
 
 
+DEFAULT_TOKENIZER = "cl100k_base"
+
+
+def _sources(records: pd.DataFrame) -> tuple[int, dict[str, int]]:
+    """(ok requests with an output count, {where counts came from: requests}); a tokenizer count is
+    `tokenizer:NAME` (records written before the tokenizer column say only `tokenizer`)."""
+    if not len(records) or "output_tokens_source" not in records.columns:
+        return 0, {}
+    ok = records[(records["status"] == "ok") & records["output_tokens_source"].astype(str).ne("")]
+    source = ok["output_tokens_source"].astype(str)
+    if "tokenizer" in ok.columns:
+        names = ok["tokenizer"].fillna("").astype(str)
+        source = source.where(source != "tokenizer", "tokenizer:" + names.where(names != "", DEFAULT_TOKENIZER))
+    else:
+        source = source.replace("tokenizer", f"tokenizer:{DEFAULT_TOKENIZER}")
+    return len(ok), {str(k): int(v) for k, v in source.value_counts().items()}
+
+
+def token_count_warning(records: pd.DataFrame) -> str:
+    """The report's headline warning when output token counts are estimates by a tokenizer that may not be
+    the model's (tiktoken cl100k_base) or by chunk counts; '' when every count is the server's usage or
+    the --tokenizer given."""
+    total, sources = _sources(records)
+    guessed = sources.get(f"tokenizer:{DEFAULT_TOKENIZER}", 0)
+    chunks = sources.get("chunks", 0)
+    if not total or not (guessed or chunks):
+        return ""
+    parts = []
+    if guessed:
+        parts.append(f"{guessed / total:.0%} of output token counts ({guessed:,} of {total:,} requests) are "
+                     f"estimates by tiktoken {DEFAULT_TOKENIZER}, which may not be the model's tokenizer")
+    if chunks:
+        parts.append(f"{chunks / total:.0%} ({chunks:,}) are chunk counts (no text to count)")
+    return ("WARNING: the server sent no usage, so " + "; ".join(parts) + ": TPOT and tokens/s may be off by 10% "
+            "or more. Pass --tokenizer PATH (the model's tokenizer.json) or let the server send usage "
+            "(stream_options.include_usage).")
+
+
+def token_sources(records: pd.DataFrame) -> str:
+    """Where the output token counts came from, for the run header."""
+    total, sources = _sources(records)
+    if not total:
+        return "-"
+    return ", ".join(f"{name} {n / total:.0%}" for name, n in sorted(sources.items(), key=lambda kv: -kv[1]))
+
+
 def run_context(metadata: dict, records: pd.DataFrame, warmup_s: float = 0.0) -> list[tuple[str, str]]:
     """(label, value) rows: what was run, against what, when, with what."""
     settings = metadata.get("settings") or {}
@@ -107,6 +153,7 @@ def run_context(metadata: dict, records: pd.DataFrame, warmup_s: float = 0.0) ->
     if warmup_s:
         recorded += f"; the first {warmup_s:g} s are left out (warm-up)"
     rows.append(("Records", recorded))
+    rows.append(("Output token counts", token_sources(records)))
     workers = metadata.get("workers")
     if workers:
         lost = [w for w, f in workers.items() if f.get("lost")]

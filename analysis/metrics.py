@@ -155,3 +155,29 @@ def describe(values: pd.Series) -> dict:
             thin.append(key)
     out["few_samples"] = thin  # percentiles computed over fewer samples than they need
     return out
+
+
+# -- prefix cache ---------------------------------------------------------------------------
+NOT_REPORTED = "not reported by the server"
+
+
+def prefix_cache(records: pd.DataFrame) -> dict | None:
+    """The prefix-cache hit rate (sum cached_tokens / sum input_tokens over the successful requests whose
+    usage reported cached tokens) and TTFT P50/P99 of cached (cached_tokens > 0) vs uncached requests.
+    None when the records have no cached_tokens column (written before it existed); hit_rate None
+    when no successful request reported it."""
+    if "cached_tokens" not in records.columns:
+        return None
+    ok = succeeded(records)
+    reported = ok[ok["cached_tokens"].notna() & ok["input_tokens"].notna()]
+    if reported.empty:
+        return {"requests": 0, "hit_rate": None, "note": NOT_REPORTED}
+    input_tokens = float(reported["input_tokens"].sum())
+    cached_tokens = float(reported["cached_tokens"].sum())
+    out: dict = {"requests": len(reported), "cached_tokens": cached_tokens, "input_tokens": input_tokens,
+                 "hit_rate": cached_tokens / input_tokens if input_tokens else None}
+    for name, part in (("cached", reported[reported["cached_tokens"] > 0]),
+                       ("uncached", reported[reported["cached_tokens"] == 0])):
+        p50, p99 = percentiles(part["ttft_ms"].to_numpy(dtype=float, na_value=np.nan), (50, 99))
+        out[name] = {"requests": len(part), "ttft_p50": p50, "ttft_p99": p99}
+    return out

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import metrics, plots, server_metrics, timeseries
-from .context import run_context
+from .context import run_context, token_count_warning
 from .metrics import PERCENTILES, describe, percentile_key, percentile_label
 from .results import Results
 from .stats import METRICS, UNSENT_SUFFIX, summarize
@@ -51,6 +51,10 @@ def build_summary(results: Results) -> dict:
     summary["cross_checks"] = cross_checks(records)
     summary["client_vs_timing"] = client_vs_timing(records, results.folder)
     summary["warmup_s"] = results.warmup_s
+    cache = metrics.prefix_cache(records)
+    if cache is not None:
+        summary["prefix_cache"] = cache
+    summary["token_count_warning"] = token_count_warning(records)
     samples = server_metrics.load_samples(results.folder)
     if samples is not None and not samples.empty:
         since = float(records["t_start"].min()) if results.warmup_s and len(records) else None
@@ -164,6 +168,19 @@ def server_metrics_section(facts: dict, url: str | None) -> tuple[str, str, list
                                      "Client-side overhead (ms)", "Client requests", "Server observations"], rows)
 
 
+def prefix_cache_section(cache: dict) -> tuple[str, str, list[str], list[list[str]]]:
+    """Hit rate from the usage's cached tokens, and TTFT of the requests that hit vs those that did not."""
+    if cache["hit_rate"] is None:
+        return "Prefix cache", f"Prefix-cache hit rate: {cache.get('note', metrics.NOT_REPORTED)}.", [], []
+    text = (f"Prefix-cache hit rate {cache['hit_rate']:.1%}: {cache['cached_tokens']:,.0f} cached of "
+            f"{cache['input_tokens']:,.0f} input tokens, over the {cache['requests']:,} successful requests whose "
+            "usage reported cached tokens. A request is cached when the server served any of its prompt "
+            "from the cache.")
+    rows = [[label, f"{cache[key]['requests']:,}", _fmt(cache[key]["ttft_p50"]), _fmt(cache[key]["ttft_p99"])]
+            for key, label in (("cached", "cached (cached tokens > 0)"), ("uncached", "uncached"))]
+    return "Prefix cache", text, ["Requests", "Count", "TTFT P50 (ms)", "TTFT P99 (ms)"], rows
+
+
 def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """(title, text, table header, table rows) for both the Markdown and the HTML report."""
     header = ["Metric (successful requests)", *STAT_LABELS]
@@ -190,6 +207,8 @@ def _sections(summary: dict, results: Results) -> list[tuple[str, str, list[str]
             out.append((f"{GROUP_COLUMNS[column]}: {name}",
                         f"{group['requests']:,} requests, {group['failed']:,} failed", header,
                         _metric_table(group["metrics"])))
+    if summary.get("prefix_cache"):
+        out.append(prefix_cache_section(summary["prefix_cache"]))
     checks = summary["cross_checks"]
     if checks:
         out.append(("Cross-checks", "Output tokens counted three ways (usage, tokenizer, chunks).",
@@ -257,12 +276,14 @@ def write_report(results: Results, window_s: float = 5.0, per_request: bool = Fa
     sections = _sections(summary, results)
     title = f"tokenstorm report: {folder.name}"
     md = [f"# {title}", ""]
+    if summary["token_count_warning"]:
+        md += [f"> **{summary['token_count_warning']}**", ""]
     for name, text, header, rows in sections:
         md += [f"## {name}", "", text, "", _markdown_table(header, rows) if rows else "", ""]
     md.append("`*` a percentile over fewer samples than it needs (P99 needs 100, P99.9 needs 1,000).")
     md += ["", "## Plots", ""] + [f"![{plots.TITLES.get(p.stem, p.stem)}](plots/{p.name})" for p in made]
     (folder / "report.md").write_text("\n".join(md) + "\n")
-    (folder / "report.html").write_text(_html(title, sections, made))
+    (folder / "report.html").write_text(_html(title, sections, made, summary["token_count_warning"]))
     export = {"config": results.config, "summary": _clean(summary),
               "counts": {"total": summary["requests"], "success": summary["ok"], "failed": summary["failed"]}}
     if per_request:
@@ -271,13 +292,16 @@ def write_report(results: Results, window_s: float = 5.0, per_request: bool = Fa
     return summary
 
 
-def _html(title: str, sections, images: list[Path]) -> str:
+def _html(title: str, sections, images: list[Path], warning: str = "") -> str:
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
              "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
              "td:first-child,th:first-child{text-align:left}"
-             "img{max-width:100%}</style></head><body>", f"<h1>{esc(title)}</h1>"]
+             "img{max-width:100%}.warning{border:2px solid #c00;background:#fee;padding:.5em 1em;font-weight:bold}"
+             "</style></head><body>", f"<h1>{esc(title)}</h1>"]
+    if warning:
+        parts.append(f"<p class='warning'>{esc(warning)}</p>")
     for name, text, header, rows in sections:
         parts.append(f"<h2>{esc(name)}</h2><p>{esc(text)}</p>")
         if rows:

@@ -157,6 +157,8 @@ def format_report(summary: dict, title: str = "tokenstorm report") -> str:
              f"({summary['failure_ratio']:.2%} of requests)   window {summary['window_s']:.1f} s"]
     if summary.get("cancelled"):
         lines.append(f"cancelled {summary['cancelled']} (still streaming when the run ended; not counted above)")
+    if summary.get("token_count_warning"):
+        lines.append(summary["token_count_warning"])
     if summary.get("master_died"):
         kept = ", ".join(summary["master_died"])
         lines.append(f"WARNING: the master died during the run; records its workers kept: {kept}")

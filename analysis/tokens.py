@@ -3,7 +3,8 @@
 One JSON object per line, as gateways such as Kong's http-log plugin write them:
 `request.body` holds the chat request as a JSON string, `response.body` the raw SSE text of a
 streamed answer (events separated by blank lines, CRLF or LF) or a plain JSON completion.
-Prompt tokens are counted with tiktoken the way OpenAI counts chat messages; completion
+Prompt tokens are counted with tiktoken cl100k_base (or `--tokenizer PATH`, a local
+tokenizer.json) the way OpenAI counts chat messages; completion
 tokens from the streamed or returned output (content, reasoning, tool calls). The server's own
 `usage`, when the log has it, is reported beside the count. Malformed entries are reported
 with their line number and skipped.
@@ -54,7 +55,7 @@ class _Collect:
     def finish(self, reason):
         pass
 
-    def usage(self, prompt_tokens, completion_tokens, reasoning_tokens=None):
+    def usage(self, prompt_tokens, completion_tokens, reasoning_tokens=None, cached_tokens=None):
         self.prompt, self.completion = prompt_tokens, completion_tokens
 
     def fail(self, error_type, message):
@@ -160,7 +161,8 @@ def count_file(path: str) -> dict:
                 t["prompt_tokens"] += result.prompt_tokens
                 t["completion_tokens"] += result.completion_tokens
                 t["total_tokens"] += result.total_tokens
-    return {"file": path, "entries": entries, "totals_by_model": dict(totals_model),
+    return {"file": path, "tokenizer": tokenizer.active().name, "entries": entries,
+            "totals_by_model": dict(totals_model),
             "totals_by_route": dict(totals_route), "skipped": skipped}
 
 

@@ -11,14 +11,16 @@ from collections.abc import Callable, Iterator
 
 from pydantic import ValidationError
 
+from tokenstorm.core import tokenizer
 from tokenstorm.core.clock import sleep_until
 
-from . import metrics, responses, wire
+from . import metrics, prompts, responses, wire
 from .config import MockConfig
 from .engine import Engine, Slot, format_reset
 from .faults import FaultError, FaultPicker
 from .http import AbortConnection, Request, Response
 from .planner import Plan, Planner
+from .prefix_cache import PrefixCache, block_hashes
 from .schema import (
     AnthropicCountRequest,
     AnthropicRequest,
@@ -59,8 +61,12 @@ class MockApp:
         share = config.capacity.max_num_seqs if max_num_seqs is None else max_num_seqs
         self.engine = Engine(config, share, seed)
         self.faults = FaultPicker(config.faults, seed)
+        tokenizer.use(config.output.tokenizer or None)  # every worker process: the same tokenizer
         self.text = TextSource(config.output.language, config.seed)
         self.planner = Planner(config, self.text)
+        self.prefix_cache = PrefixCache(config.prefix_cache.capacity_tokens, config.prefix_cache.block_size)
+        if self.prefix_cache.enabled:
+            metrics.enable_prefix_cache()
         self._keys = [k.encode() for k in config.auth.api_keys]
         # every generation request body and the tool calls it got, as JSON lines (--log-requests)
         self.request_log = open(config.server.log_requests, "a") if config.server.log_requests else None  # noqa: SIM115
@@ -252,6 +258,8 @@ class MockApp:
             status, message, type_, code = HTTP_FAULTS[fault]
             headers = _retry_headers(self.config.faults.retry_after_s) if status == 429 else []
             raise _Reject(status, message, type_, code, headers=headers)
+        # the prompt's token ids first: tokenizing them remembers the counts prompt_tokens() needs
+        prompt_ids = request.prompt_ids() if self.prefix_cache.enabled else None
         prompt_tokens = request.prompt_tokens()
         limiter = self.engine.limiter
         headers = [("x-request-id", request_id)]
@@ -285,7 +293,12 @@ class MockApp:
                           headers=_retry_headers(wait))
         try:
             metrics.PROMPT_TOKENS.inc(prompt_tokens)
-            ctx = _Context(self, http, request, plan, slot, prompt_tokens, fault, fault_after)
+            cached_tokens = None  # a request refused above leaves the cache as it was
+            if prompt_ids is not None:
+                cached_tokens = self._cached_prefix(prompt_ids)
+                metrics.PREFIX_CACHE_QUERIES.inc(prompt_tokens)
+                metrics.PREFIX_CACHE_HITS.inc(cached_tokens)
+            ctx = _Context(self, http, request, plan, slot, prompt_tokens, fault, fault_after, cached_tokens)
             metrics.REQUESTS.labels(endpoint, "500" if fault == "error_event" and not request.stream else "200").inc()
             if request.stream:
                 content_type = "text/plain; charset=utf-8" if ctx.kind == "raw" else "text/event-stream; charset=utf-8"
@@ -297,6 +310,19 @@ class MockApp:
         return ctx.respond(headers)
 
 
+    def _cached_prefix(self, ids: bytes) -> int:
+        """Prompt tokens served from the prefix cache (and the prompt's blocks entered in it). The block
+        hashes of a long prompt are computed in the thread pool, its LRU bookkeeping on the loop."""
+        size = self.prefix_cache.block_size
+        if len(ids) >= prompts.OFFLOAD_CHARS * 4:
+            import gevent
+
+            hashes = gevent.get_hub().threadpool.apply(block_hashes, (ids, size))
+        else:
+            hashes = block_hashes(ids, size)
+        return self.prefix_cache.lookup(hashes)
+
+
 def _retry_headers(seconds: float) -> list[tuple[str, str]]:
     return [("retry-after-ms", str(max(1, round(seconds * 1000)))),
             ("retry-after", str(max(1, round(seconds + 0.4999))))]
@@ -306,7 +332,8 @@ class _Context:
     """One generation request in flight: its plan, slot, fault and timing."""
 
     def __init__(self, app: MockApp, http: Request, request: ChatRequest | CompletionRequest, plan: Plan,
-                 slot: Slot, prompt_tokens: int, fault: str | None, fault_after: int):
+                 slot: Slot, prompt_tokens: int, fault: str | None, fault_after: int,
+                 cached_tokens: int | None = None):
         self.app, self.engine = app, app.engine
         self.request, self.plan, self.slot = request, plan, slot
         self.t0 = http.arrival  # deadlines count from when the request reached the machine
@@ -314,6 +341,7 @@ class _Context:
         # The probe of a client that sent a FIN (see watch.py): an SSE comment, which clients ignore.
         self.watch = Watch(http.sock, b": ping\n\n" if request.stream and not isinstance(request, RawRequest) else None)
         self.prompt_tokens = prompt_tokens
+        self.cached_tokens = cached_tokens  # None: the prefix cache is off (usage then does not mention it)
         self.fault, self.fault_after = fault, fault_after
         self.kind = {ChatRequest: "chat", CompletionRequest: "completions", AnthropicRequest: "anthropic",
                      RawRequest: "raw", ResponsesRequest: "responses"}[type(request)]
@@ -325,7 +353,8 @@ class _Context:
         self.tokens_sent = 0
 
     def _usage(self) -> dict:
-        return wire.usage_dict(self.prompt_tokens, self.plan.completion_tokens, self.plan.reasoning_tokens)
+        return wire.usage_dict(self.prompt_tokens, self.plan.completion_tokens, self.plan.reasoning_tokens,
+                               self.cached_tokens)
 
     def _first_token_deadline(self) -> float:
         """Wait for a slot if queued; the first token is due a prefill after request start or slot."""
@@ -334,7 +363,7 @@ class _Context:
             self.watch.wait(self.slot.event)  # ClientGone drops the queue place (release)
         self.engine.wait(self.slot)
         self.slot_at = time.monotonic() if queued else self.t0
-        return self.slot_at + self.engine.prefill_s(self.prompt_tokens)
+        return self.slot_at + self.engine.prefill_s(self.prompt_tokens - (self.cached_tokens or 0))
 
     def release(self, disconnected: bool = False) -> None:
         held = time.monotonic() - self.slot_at if self.slot.granted else None
@@ -345,7 +374,7 @@ class _Context:
 
     def _chunks(self):
         if self.kind == "anthropic":
-            return wire.AnthropicChunks(self.response_id, self.request.model, self.prompt_tokens)
+            return wire.AnthropicChunks(self.response_id, self.request.model, self.prompt_tokens, self.cached_tokens)
         if self.kind == "raw":
             return wire.RawChunks()
         if self.kind == "responses":
@@ -501,8 +530,9 @@ class _Context:
             return json.dumps({"id": self.response_id, "type": "message", "role": "assistant", "content": blocks,
                                "model": self.request.model,
                                "stop_reason": wire.anthropic_stop_reason(plan.finish_reason, plan.stop_sequence),
-                               "stop_sequence": plan.stop_sequence, "usage": {"input_tokens": self.prompt_tokens,
-                                                                "output_tokens": plan.completion_tokens}},
+                               "stop_sequence": plan.stop_sequence,
+                               "usage": {**wire.anthropic_input_usage(self.prompt_tokens, self.cached_tokens),
+                                         "output_tokens": plan.completion_tokens}},
                               ensure_ascii=False).encode()
         if self.chat:
             message: dict = {"role": "assistant", "content": content}

@@ -9,6 +9,8 @@ import shutil
 import sys
 import tempfile
 
+from tokenstorm.core import tokenizer
+
 from .config import ConfigError, apply_overrides, load_config
 
 # flag dest -> dotted config field
@@ -17,12 +19,13 @@ OVERRIDES = {
     "ttft_ms": "latency.ttft_ms", "itl_ms": "latency.itl_ms", "jitter": "latency.jitter",
     "per_input_token_ms": "latency.per_input_token_ms", "load_slope": "latency.load_slope",
     "max_num_seqs": "capacity.max_num_seqs", "max_queue": "capacity.max_queue",
-    "output_tokens": "output.mean_tokens", "language": "output.language",
+    "output_tokens": "output.mean_tokens", "language": "output.language", "tokenizer": "output.tokenizer",
     "reasoning_tokens": "output.reasoning_tokens", "seed": "seed", "log_requests": "server.log_requests",
     "idle_timeout_s": "limits.idle_timeout_s", "header_timeout_s": "limits.header_timeout_s",
     "write_timeout_s": "limits.write_timeout_s",
     "body_timeout_s": "limits.body_timeout_s", "max_connections": "limits.max_connections",
     "role_chunk": "output.role_chunk",
+    "prefix_cache_tokens": "prefix_cache.capacity_tokens", "prefix_cache_block_size": "prefix_cache.block_size",
 }
 
 
@@ -49,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-tokens", type=int, help="natural output length in tokens (default 128)")
     p.add_argument("--reasoning-tokens", type=int, help="reasoning_content tokens before every answer")
     p.add_argument("--language", choices=("en", "zh"), help="language of the generated text")
+    p.add_argument("--tokenizer", metavar="PATH", help="count and generate tokens with this local Hugging Face "
+                   "tokenizer.json (the model's), not tiktoken cl100k_base; never downloaded")
     p.add_argument("--accept-any-model", action="store_true", help="serve any model name instead of 404")
     p.add_argument("--log-requests", metavar="FILE", help="append every generation request body to FILE (JSON lines)")
     p.add_argument("--idle-timeout-s", type=float, help="close a keep-alive connection unused this long (default 60)")
@@ -60,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "closed (default: ulimit -n less a reserve)")
     p.add_argument("--role-chunk", choices=("with-first-token", "with-headers"),
                    help="the role-only first chat chunk goes with the first token (default, as vLLM) or the headers")
+    p.add_argument("--prefix-cache-tokens", type=int, metavar="N",
+                   help="prefix KV cache of N prompt tokens (LRU): cached prompt blocks cost no prefill; 0 = off")
+    p.add_argument("--prefix-cache-block-size", type=int, metavar="TOKENS",
+                   help="tokens per prefix-cache block (default 16, as vLLM)")
     return p
 
 
@@ -74,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.accept_any_model:
             overrides["accept_any_model"] = True
         config = apply_overrides(config, overrides)
-    except ConfigError as exc:
+        if config.output.tokenizer:
+            tokenizer.use(config.output.tokenizer)  # checked here, before listening (app.py makes it active)
+            from .textgen import TextSource
+
+            TextSource(config.output.language, config.seed)  # its output must stay exact under this tokenizer
+    except (ConfigError, tokenizer.TokenizerError) as exc:
         print(f"mock_server: {exc}", file=sys.stderr)
         return 2
 

@@ -56,10 +56,20 @@ class Capacity(_Section):
     max_queue: int = Field(1024, ge=0, description="requests waiting for a slot before 429")
 
 
+class PrefixCache(_Section):
+    """vLLM-style automatic prefix caching (prefix_cache.py): cached prompt blocks cost no prefill."""
+
+    capacity_tokens: int = Field(0, ge=0, le=16_777_216, description="prompt tokens the cache holds (LRU); "
+                                 "0 = off")
+    block_size: int = Field(16, ge=1, le=65_536, description="tokens per cached block (vLLM: 16)")
+
+
 class Output(_Section):
     mean_tokens: int = Field(128, ge=1, description="natural output length when max_tokens allows")
     cv: float = Field(0.0, ge=0, le=5, description="lognormal spread of the natural length")
     language: Literal["en", "zh"] = "en"
+    tokenizer: str = Field("", description="a local Hugging Face tokenizer.json that generates and counts tokens "
+                                           "('' = tiktoken cl100k_base)")
     reasoning_tokens: int = Field(0, ge=0, description="reasoning_content tokens before the answer")
     tool_call_probability: float = Field(0.5, ge=0, le=1, description="chance of a call with tool_choice auto")
     max_parallel_tool_calls: int = Field(1, ge=1, le=16)
@@ -115,6 +125,7 @@ class MockConfig(_Section):
     accept_any_model: bool = False
     latency: Latency = Field(default_factory=Latency)
     capacity: Capacity = Field(default_factory=Capacity)
+    prefix_cache: PrefixCache = Field(default_factory=PrefixCache)
     output: Output = Field(default_factory=Output)
     faults: Faults = Field(default_factory=Faults)
     rate_limit: RateLimit = Field(default_factory=RateLimit)

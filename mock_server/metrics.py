@@ -54,6 +54,19 @@ FAULTS = Counter("mock_faults_injected_total", "Faults injected, by name", ["fau
 DISCONNECTS = Counter("mock_client_disconnects_total", "Streams whose client went away mid-response")
 REJECTED = Counter("mock_rejected_total", "Requests refused for capacity or rate limits", ["reason"])
 
+# vLLM V1's prefix-cache counters (in tokens), registered only with the cache on (enable_prefix_cache)
+PREFIX_CACHE_QUERIES: Counter | None = None
+PREFIX_CACHE_HITS: Counter | None = None
+
+
+def enable_prefix_cache() -> None:
+    """Register vllm:prefix_cache_queries / _hits (exposed as ..._total, as vLLM does)."""
+    global PREFIX_CACHE_QUERIES, PREFIX_CACHE_HITS
+    if PREFIX_CACHE_QUERIES is None:
+        PREFIX_CACHE_QUERIES = Counter("vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache")
+        PREFIX_CACHE_HITS = Counter("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache")
+
+
 _BOUNDS = [b for b in LAG_BUCKETS if b != float("inf")]
 _lag_max = 0.0
 

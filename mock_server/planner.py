@@ -135,7 +135,7 @@ class Planner:
         for function in chosen:
             # ASCII JSON (non-ASCII escaped), so every token decodes on its own.
             arguments = json.dumps(make_arguments(function.parameters, rng), separators=(", ", ": "))
-            pieces = [piece.decode() for piece in tokenizer.token_bytes(tokenizer.encode(arguments))]
+            pieces = [piece.decode() for piece in tokenizer.pieces(arguments)]
             calls.append(ToolCall(call_id(rng), function.name, arguments,
                                   max(1, tokenizer.count_tokens(function.name)), pieces))
         return calls

@@ -21,8 +21,9 @@ def _dumps(value: object) -> bytes:
 def usage(chat_usage: dict) -> dict:
     """A chat usage dict (wire.usage_dict) in the Responses API's shape."""
     details = chat_usage.get("completion_tokens_details") or {}
+    cached = (chat_usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
     return {"input_tokens": chat_usage["prompt_tokens"],
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
             "output_tokens": chat_usage["completion_tokens"],
             "output_tokens_details": {"reasoning_tokens": details.get("reasoning_tokens", 0)},
             "total_tokens": chat_usage["total_tokens"]}

@@ -116,11 +116,16 @@ class ChatRequest(_Generation):
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def prompt_tokens(self) -> int:
+    def _prompt(self) -> tuple[list[dict], list[dict]]:
         tools = [t.model_dump(exclude_none=True) for t in self.tools or []]
         tools += [{"type": "function", "function": f.model_dump(exclude_none=True)} for f in self.functions or []]
-        return prompts.chat_prompt([m.model_dump(include={"role", "content", "name"}, exclude_none=True)
-                                    for m in self.messages], tools)
+        return [m.model_dump(include={"role", "content", "name"}, exclude_none=True) for m in self.messages], tools
+
+    def prompt_tokens(self) -> int:
+        return prompts.chat_prompt(*self._prompt())
+
+    def prompt_ids(self) -> bytes:
+        return prompts.chat_prompt_ids(*self._prompt())
 
 
 class CompletionRequest(_Generation):
@@ -139,6 +144,17 @@ class CompletionRequest(_Generation):
         if prompt and isinstance(prompt[0], list):
             return sum(len(p) for p in prompt)
         return sum(prompts.count(p) for p in prompt)
+
+    def prompt_ids(self) -> bytes:
+        """Several prompts (a list) are one batch in the mock: their ids in order."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return prompts.ids(prompt)
+        if prompt and isinstance(prompt[0], int):
+            return prompts.id_list(prompt)
+        if prompt and isinstance(prompt[0], list):
+            return b"".join(prompts.id_list(p) for p in prompt)
+        return b"".join(prompts.ids(p) for p in prompt)
 
 
 class AnthropicBlock(_Body):
@@ -212,12 +228,18 @@ class AnthropicRequest(_Body):
     def token_limit(self) -> int:
         return self.max_tokens
 
-    def prompt_tokens(self) -> int:
+    def _prompt(self) -> tuple[list[dict], list[dict]]:
         system = self.system if isinstance(self.system, str) else "".join(b.text or "" for b in self.system or [])
         messages = [{"role": m.role, "content": m.text()} for m in self.messages]
         if system:
             messages.insert(0, {"role": "system", "content": system})
-        return prompts.chat_prompt(messages, [t.model_dump(exclude_none=True) for t in self.tools or []])
+        return messages, [t.model_dump(exclude_none=True) for t in self.tools or []]
+
+    def prompt_tokens(self) -> int:
+        return prompts.chat_prompt(*self._prompt())
+
+    def prompt_ids(self) -> bytes:
+        return prompts.chat_prompt_ids(*self._prompt())
 
 
 class AnthropicCountRequest(AnthropicRequest):
@@ -246,6 +268,9 @@ class RawRequest(_Body):
 
     def prompt_tokens(self) -> int:
         return prompts.count(self.prompt)
+
+    def prompt_ids(self) -> bytes:
+        return prompts.ids(self.prompt)
 
 
 class ResponsesInputItem(_Body):
@@ -343,6 +368,12 @@ class ResponsesRequest(_Body):
     def token_limit(self) -> int | None:
         return self.max_output_tokens
 
-    def prompt_tokens(self) -> int:
+    def _prompt(self) -> tuple[list[dict], list[dict]]:
         messages = responses_messages([i.model_dump(exclude_none=True) for i in self.input], self.instructions)
-        return prompts.chat_prompt(messages, [t.model_dump(exclude_none=True) for t in self.tools or []])
+        return messages, [t.model_dump(exclude_none=True) for t in self.tools or []]
+
+    def prompt_tokens(self) -> int:
+        return prompts.chat_prompt(*self._prompt())
+
+    def prompt_ids(self) -> bytes:
+        return prompts.chat_prompt_ids(*self._prompt())

@@ -1,6 +1,7 @@
 """Deterministic output text whose token count is exact by construction.
 
-Each language has a corpus of a few thousand cl100k_base tokens, built once from units that
+Each language has a corpus of a few thousand tokens of the active tokenizer (cl100k_base by
+default, or the mock's --tokenizer), built once from units that
 tokenize independently (single-token English words, whole Chinese clauses between
 punctuation), so any cut at a unit boundary re-tokenizes to exactly the tokens it was cut
 from: a response of n tokens has usage.completion_tokens == n == the tokenizer count of its
@@ -61,6 +62,7 @@ class Corpus:
     starts: tuple[int, ...]  # positions where a response may begin (paragraph starts)
     boundaries: tuple[int, ...]  # sorted positions where a cut re-tokenizes exactly
     filler: tuple[int, int]  # (word token, punctuation token) used to pad a cut exactly
+    filler_text: tuple[str, str]  # their texts
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -92,41 +94,49 @@ def _build_units(language: str, rng: random.Random, words: list[str]) -> list[tu
 
 
 def _single_token_words() -> tuple[list[str], list[str]]:
-    enc = tokenizer.get_encoding()
-    words = sorted({w for w in _EN_WORDS if len(enc.encode_ordinary(" " + w)) == 1
-                    and len(enc.encode_ordinary(w.capitalize())) == 1
-                    and len(enc.encode_ordinary(" " + w.capitalize())) == 1})
-    zh = sorted({w for w in _ZH_WORDS if len(enc.encode_ordinary(w)) == 1})
+    enc = tokenizer.active()
+    words = sorted({w for w in _EN_WORDS if len(enc.encode(" " + w)) == 1
+                    and len(enc.encode(w.capitalize())) == 1
+                    and len(enc.encode(" " + w.capitalize())) == 1})
+    zh = sorted({w for w in _ZH_WORDS if len(enc.encode(w)) == 1})
     return (words, zh)
 
 
 def build_corpus(language: str = "en", seed: int = 0) -> Corpus:
     if language not in LANGUAGES:
         raise ValueError(f"unknown output language {language!r} (choose from {', '.join(LANGUAGES)})")
-    enc = tokenizer.get_encoding()
+    enc = tokenizer.active()
     rng = random.Random(f"corpus:{language}:{seed}")
     words, zh_words = _single_token_words()
+    if len(words) < 20 or (language == "zh" and not zh_words):
+        raise tokenizer.TokenizerError(f"tokenizer {enc.name}: too few single-token words to build the mock's "
+                                       f"{language} output")
     units = _build_units(language, rng, words)
     ids: list[int] = []
+    token_pieces: list[bytes] = []
     starts: list[int] = [0]
     boundaries: list[int] = []
     for kind, surface in units:
         boundaries.append(len(ids))
-        unit_ids = enc.encode_ordinary(surface)
+        unit_ids = enc.encode(surface)
         ids.extend(unit_ids)
+        token_pieces.extend(enc.pieces(surface))
         if kind == "p" and surface in (".\n\n", "。"):
             starts.append(len(ids))
     boundaries.append(len(ids))
     starts.pop()  # the end of the corpus is not a start
     full_text = "".join(surface for _, surface in units)
-    if enc.encode_ordinary(full_text) != ids:  # the invariant everything else relies on
-        raise AssertionError(f"{language} corpus units do not tokenize independently")
+    if enc.encode(full_text) != ids:  # the invariant everything else relies on
+        if enc.default:
+            raise AssertionError(f"{language} corpus units do not tokenize independently")
+        raise tokenizer.TokenizerError(f"tokenizer {enc.name}: the mock's {language} output units do not "
+                                       "tokenize independently, so its token counts could not be exact")
 
     deltas: list[bytes | None] = []
     texts: list[str] = []
     pending = b""
-    for token in ids:
-        pending += enc.decode_single_token_bytes(token)
+    for piece in token_pieces:
+        pending += piece
         try:
             text = pending.decode("utf-8")
         except UnicodeDecodeError:
@@ -136,11 +146,9 @@ def build_corpus(language: str = "en", seed: int = 0) -> Corpus:
         pending = b""
         deltas.append(json.dumps(text, ensure_ascii=False).encode())
         texts.append(text)
-    if language == "en":
-        filler = (enc.encode_ordinary(" " + words[0])[0], enc.encode_ordinary(",")[0])
-    else:
-        filler = (enc.encode_ordinary(zh_words[0])[0], enc.encode_ordinary("，")[0])
-    return Corpus(tuple(ids), tuple(deltas), tuple(texts), tuple(starts), tuple(boundaries), filler)
+    filler_text = (" " + words[0], ",") if language == "en" else (zh_words[0], "，")
+    filler = (enc.encode(filler_text[0])[0], enc.encode(filler_text[1])[0])
+    return Corpus(tuple(ids), tuple(deltas), tuple(texts), tuple(starts), tuple(boundaries), filler, filler_text)
 
 
 @dataclass(frozen=True)
@@ -161,8 +169,7 @@ class TextSource:
 
     def __init__(self, language: str = "en", seed: int = 0):
         self.corpus = build_corpus(language, seed)
-        enc = tokenizer.get_encoding()
-        self._filler_text = {t: enc.decode_single_token_bytes(t).decode() for t in self.corpus.filler}
+        self._filler_text = dict(zip(self.corpus.filler, self.corpus.filler_text, strict=True))
         self._filler_json = {t: json.dumps(text, ensure_ascii=False).encode() for t, text in self._filler_text.items()}
 
     def window(self, rng: random.Random, n_tokens: int) -> Window:

@@ -108,9 +108,13 @@ class Chunks:
         return self._head + b'{"index":0,"delta":{"content":"unterminated\n\n'
 
 
-def usage_dict(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> dict:
+def usage_dict(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int,
+               cached_tokens: int | None = None) -> dict:
+    """OpenAI's usage; with the prefix cache on, prompt_tokens_details.cached_tokens (as OpenAI and vLLM)."""
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
              "total_tokens": prompt_tokens + completion_tokens}
+    if cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
     if reasoning_tokens:
         usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
     return usage
@@ -136,11 +140,22 @@ def anthropic_tool_id(call_id: str) -> str:
     return "toolu_" + call_id.removeprefix("call_")
 
 
+def anthropic_input_usage(prompt_tokens: int, cached_tokens: int | None) -> dict:
+    """Anthropic's input counts: input_tokens are the tokens not read from the cache, so the prompt is
+    input_tokens + cache_read_input_tokens + cache_creation_input_tokens. The mock's cache is automatic
+    (no cache_control writes are billed), so cache_creation_input_tokens is 0."""
+    if cached_tokens is None:
+        return {"input_tokens": prompt_tokens}
+    return {"input_tokens": prompt_tokens - cached_tokens, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": cached_tokens}
+
+
 class AnthropicChunks:
     """Anthropic Messages SSE: message_start, content blocks (thinking, text), message_delta, message_stop."""
 
-    def __init__(self, response_id: str, model: str, input_tokens: int):
+    def __init__(self, response_id: str, model: str, input_tokens: int, cached_tokens: int | None = None):
         self._id, self._model, self._input = response_id, model, input_tokens
+        self._cached = cached_tokens
         self._block = -1
         self._kind = ""
 
@@ -151,7 +166,7 @@ class AnthropicChunks:
     def opening(self) -> bytes:
         message = {"id": self._id, "type": "message", "role": "assistant", "content": [], "model": self._model,
                    "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": self._input, "output_tokens": 1}}
+                   "usage": {**anthropic_input_usage(self._input, self._cached), "output_tokens": 1}}
         return self._event("message_start", _dumps({"type": "message_start", "message": message}))
 
     def _switch(self, kind: str) -> bytes:

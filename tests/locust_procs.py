@@ -80,14 +80,16 @@ def wait_until(condition, what: str, timeout: float = 60) -> None:
 
 
 def concurrent_runs(root: Path, plans: dict[str, tuple[list[str], list[str]]], timeout: float = 180) -> dict[str, Path]:
-    """For each plan (name -> (mock args, Locust args)), a mock of its own and one headless run
-    into root/name, all at the same time, so they share whatever else the machine is doing.
+    """For each plan (name -> (mock args, Locust args)), one headless run into root/name, all at
+    the same time, so they share whatever else the machine is doing. Plans with the same mock args
+    share one mock: the same target at the same time, so what differs between their runs is
+    run-to-run noise, not one mock process scheduled worse than another on a busy machine.
     Each run must exit 0; returns the results folders by name."""
-    mocks, procs, folders = [], {}, {}
+    mocks: dict[tuple[str, ...], MockProcess] = {}
+    procs, folders = {}, {}
     try:
         for name, (mock_args, locust_args) in plans.items():
-            mock = MockProcess(mock_args)
-            mocks.append(mock)
+            mock = mocks.get(tuple(mock_args)) or mocks.setdefault(tuple(mock_args), MockProcess(mock_args))
             folders[name] = root / name
             procs[name] = subprocess.Popen(locust_cmd(mock.url, *locust_args, "--results-dir", str(folders[name])),
                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -99,6 +101,6 @@ def concurrent_runs(root: Path, plans: dict[str, tuple[list[str], list[str]]], t
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
-        for mock in mocks:
+        for mock in mocks.values():
             mock.stop()
     return folders

@@ -38,3 +38,16 @@ def mock_lag_bound_ms(before: dict[float, float], after: dict[float, float], sha
 def running_streams(mock) -> float:
     found = re.search(r"^mock_running_streams (\S+)$", mock_metrics(mock), re.M)
     return float(found.group(1)) if found else 0.0
+
+
+def run_queue_wait_s(mock) -> float:
+    """Seconds the mock's main thread (its event loop) has been ready to run while the OS ran
+    something else (Linux schedstat): what a busy machine withheld from it, which no lag it measures
+    of itself can see (the OS may stop it between taking the time and writing). 0 where the kernel
+    does not say."""
+    pid = mock.proc.pid
+    try:
+        with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0

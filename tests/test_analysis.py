@@ -26,18 +26,19 @@ def analysis(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """base and rerun: the same configuration, each with its own seed (a rerun's noise is not the
-    base's noise replayed); slower: TTFT 20% higher; all with some HTTP 500s. The three run at the
-    same time, so they share whatever else the machine is doing: what differs between base and
-    rerun is run-to-run noise, not a busier minute."""
+    """base and rerun: the same configuration against one shared mock (its jitter and faults drawn
+    per request, so the rerun's noise is its own, not the base's replayed); slower: TTFT 20% higher;
+    all with some HTTP 500s. The three run at the same time, so they share whatever else the
+    machine is doing: what differs between base and rerun is run-to-run noise, not a busier
+    minute or a mock process the OS ran worse (seen: ITL max +60% from the other mock alone)."""
     root = tmp_path_factory.mktemp("runs")
     config = root / "mock.yaml"
     config.write_text("faults:\n  probabilities:\n    http_500: 0.04\n")
     plans = {name: (["--config", str(config), "--ttft-ms", ttft, "--itl-ms", "4", "--jitter", "0.15",
-                     "--output-tokens", "40", "--seed", seed],
+                     "--output-tokens", "40"],
                     ["-u", "8", "-r", "8", "--total-requests", "400", "--csv", str(root / name / "locust"),
                      "--csv-full-history", "--slo-ttft-ms", "120", "--exit-code-on-error", "0"])
-             for name, ttft, seed in (("base", "100", "3"), ("rerun", "100", "4"), ("slower", "120", "5"))}
+             for name, ttft in (("base", "100"), ("rerun", "100"), ("slower", "120"))}
     return concurrent_runs(root, plans)
 
 

@@ -12,6 +12,7 @@ import gevent
 import pytest
 import sse_probe
 from gevent import socket
+from mock_metrics import run_queue_wait_s
 
 ITL_MS = 20.0
 GAP_SLACK_S = 0.25  # a gap beyond ITL + this means the event loop was frozen
@@ -19,20 +20,10 @@ CHAT = {"model": "mock-llm", "messages": [{"role": "user", "content": "hi"}], "m
 PACED = {**CHAT, "stream": True, "max_tokens": 150, "ignore_eos": True}  # ~3 s of tokens at 20 ms
 
 
-def run_queue_wait_s(pid: int) -> float:
-    """Seconds the process's main thread (the mock's event loop) has been ready to run while the OS
-    ran something else (Linux schedstat); 0 where the kernel does not say."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/schedstat") as f:
-            return int(f.read().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 @dataclass
 class Paced:
     stream: gevent.Greenlet
-    pid: int
+    mock: object
     waited_before: float
 
 
@@ -40,14 +31,14 @@ def paced(mock) -> Paced:
     """A healthy stream, started now, with how long the OS had kept the mock waiting for a CPU."""
     stream = gevent.spawn(sse_probe.request, mock.port, PACED, timeout=60)
     gevent.sleep(0.3)  # under way before the attack starts
-    return Paced(stream, mock.proc.pid, run_queue_wait_s(mock.proc.pid))
+    return Paced(stream, mock, run_queue_wait_s(mock))
 
 
 def assert_on_schedule(paced: Paced) -> None:
     """No gap beyond the ITL + GAP_SLACK_S, plus the time a busy machine did not run the mock at
     all (its run-queue wait meanwhile): on an idle machine that is ~0 and the bound stays tight."""
     probe = paced.stream.get(timeout=60)
-    starved = run_queue_wait_s(paced.pid) - paced.waited_before
+    starved = run_queue_wait_s(paced.mock) - paced.waited_before
     assert probe.status == 200 and probe.complete, probe.error
     gaps = probe.itls()
     assert len(gaps) == PACED["max_tokens"] - 1

@@ -250,7 +250,9 @@ def test_reasoning_counts_as_output_but_not_as_visible(shared_mock):
         record, _ = _stream(shared_mock, {"model": "mock-reasoner", "reasoning": reasoning})
         assert record.ok and record.finish_reason == "stop", record.error
         assert record.reasoning_tokens == 64 and record.output_tokens == 64 + 24 == record.output_tokens_tokenizer
-        assert record.chunks == 88 and record.ttfvt_ms > record.ttft_ms + 60 * 0.9  # 64 reasoning tokens at 1 ms
+        # the first visible token is due after TTFT 20 ms + 64 reasoning tokens at 1 ms; the mock is never
+        # early (late on a busy machine, and then it catches up: measured TTFT + 64 ms is no bound)
+        assert record.chunks == 88 and record.ttfvt_ms >= 20 + 64 - 1 and record.ttfvt_ms > record.ttft_ms
 
 
 def test_function_calls_are_output_and_assembled(shared_mock):

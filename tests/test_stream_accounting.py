@@ -9,7 +9,7 @@ import time
 import gevent
 import pytest
 from gevent.server import StreamServer
-from mock_metrics import mock_lag_bound_ms, mock_lag_buckets
+from mock_metrics import mock_lag_bound_ms, mock_lag_buckets, run_queue_wait_s
 
 from tokenstorm.client.httpclient import Connection, Target
 from tokenstorm.client.stream import Timeouts, stream_request
@@ -49,11 +49,12 @@ def late_ms(mock, record_fn):
     """(record, ms): the record `record_fn()` makes, and how late its timings may honestly be against
     the configured schedule: the mock's own lag for every chunk it sent meanwhile, plus the time
     before the mock read the request (at most the time to the response headers, which it sends at
-    once). On an idle machine both are well under a millisecond; on a busy one they are what the
-    run itself measured, not a guess."""
-    before = mock_lag_buckets(mock)
+    once), plus the time the OS kept the mock off the CPU meanwhile. On an idle machine these are
+    well under a millisecond; on a busy one they are what the run itself measured, not a guess."""
+    before, waited = mock_lag_buckets(mock), run_queue_wait_s(mock)
     record = record_fn()
-    return record, mock_lag_bound_ms(before, mock_lag_buckets(mock)) + (record.ttfb_ms or 0.0)
+    starved_ms = (run_queue_wait_s(mock) - waited) * 1000
+    return record, mock_lag_bound_ms(before, mock_lag_buckets(mock)) + (record.ttfb_ms or 0.0) + starved_ms
 
 
 def test_successful_stream_has_every_metric(mock):

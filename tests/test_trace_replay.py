@@ -145,16 +145,33 @@ def test_equal_hash_ids_give_equal_token_blocks_and_exact_lengths():
     assert PromptSynth(seed=1).block(1) != synth.block(1)  # the seed changes every block
 
 
-def test_expected_cache_hits_count_leading_blocks_seen_before():
+def test_expected_cache_hits_count_leading_full_blocks_seen_before():
     def e(n: int, ids: list[int]) -> TraceEntry:
         return TraceEntry(timestamp=0, input_length=n, output_length=1, hash_ids=ids)
     entries = [e(1024, [1, 2]), e(1500, [1, 2, 3]), e(1100, [1, 5, 6]), e(1024, [2, 1]), e(1500, [1, 2, 3]),
-               e(1200, [1, 2, 3]), e(1024, [1, 2])]
-    # 1: nothing before; 2: [1,2]; 3: [1]; 4: block 2 came after a different prefix (none);
-    # 5: [1,2,3] with its partial block of 476 tokens sent before; 6: that block now 176 tokens, longer
-    # than the 476 sent? no: 176 < 476, all three; 7: [1,2]
-    assert expected_cached_blocks(entries) == [0, 2, 1, 0, 3, 3, 2]
-    assert expected_cached_blocks([e(1500, [1, 2, 3]), e(1536, [1, 2, 3])]) == [0, 2]  # a longer last block
+               e(1024, [1, 2]), e(1536, [1, 2, 3]), e(1537, [1, 2, 3, 4])]
+    # 1: nothing before; 2: [1, 2]; 3: [1]; 4: block 1 after another first block (none); 5: [1, 2] (its
+    # partial block 3 was never sent whole); 6: only [1] (block 2 holds its last token); 7: [1, 2] (block 3
+    # holds its last token); 8: [1, 2, 3], sent whole by 7
+    assert expected_cached_blocks(entries) == [0, 2, 1, 0, 2, 1, 2, 3]
     sample = load_trace(SAMPLE)
     hits = expected_cached_blocks(sample)
     assert len(sample) == 200 and sample[-1].timestamp >= 55000 and sum(hits) > len(sample)  # real sharing
+
+
+def test_the_mocks_prefix_cache_hits_are_the_expected_ones(start_mock, tmp_path):
+    """Against the mock's prefix cache (block size 512, large enough to evict nothing), every request's
+    cached_tokens is 512 x expected_cached_blocks, request by request."""
+    mock = start_mock("--ttft-ms", "10", "--itl-ms", "1", "--jitter", "0", "--prefix-cache-tokens", "1000000",
+                      "--prefix-cache-block-size", str(BLOCK_TOKENS))
+    lines = small_trace(tmp_path / "t.jsonl", 40, 4000, seed=3)
+    for i, line in enumerate(lines):  # 100 ms apart: each request admitted before the next arrives
+        line["timestamp"] = 100 * i
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = run("chat_stream.py", mock.url, "-u", "10", "-r", "10", "--scenario",
+                 str(scenario(tmp_path, tmp_path / "t.jsonl", 1.0)), "--results-dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = load_records(tmp_path / "out").sort_values("t_intended")
+    expected = [BLOCK_TOKENS * hits for hits in expected_cached_blocks(load_trace(tmp_path / "t.jsonl"))]
+    assert records["input_tokens"].to_list() == [line["input_length"] for line in lines]
+    assert records["cached_tokens"].to_list() == expected and sum(expected) > 0

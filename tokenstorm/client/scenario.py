@@ -50,6 +50,13 @@ class TokenTarget(_Strict):
     stddev: float = Field(0.0, ge=0)
 
 
+class Prefix(_Strict):
+    """Shared prompt prefixes (prefix-cache workloads): each prompt starts with one of `pool` prefixes."""
+
+    tokens: int = Field(ge=1, le=1_000_000, description="tokens of every prefix")
+    pool: int = Field(1, ge=1, le=100_000, description="distinct prefixes (1: one shared system prompt)")
+
+
 class Data(_Strict):
     type: Literal["csv", "jsonl", "synthetic", "mooncake"]
     file: str | None = None
@@ -59,6 +66,7 @@ class Data(_Strict):
     shuffle: bool = False
     input_tokens: TokenTarget | None = None
     output_tokens: TokenTarget | None = None
+    prefix: Prefix | None = None
     speedup: float = Field(1.0, gt=0, description="mooncake: replay the trace this many times faster")
 
     @model_validator(mode="after")
@@ -69,6 +77,12 @@ class Data(_Strict):
             raise ValueError("a synthetic data source needs `input_tokens` and `output_tokens` ({mean, stddev})")
         if self.speedup != 1.0 and self.type != "mooncake":
             raise ValueError("`speedup` is for a mooncake trace only")
+        if self.prefix is not None:
+            if self.type != "synthetic":
+                raise ValueError("`prefix` is for synthetic data only")
+            if self.prefix.tokens >= self.input_tokens.mean:
+                raise ValueError(f"prefix.tokens ({self.prefix.tokens}) must be less than input_tokens.mean "
+                                 f"({self.input_tokens.mean}): the prefix is part of the prompt")
         return self
 
 
@@ -197,8 +211,10 @@ class Scenario:
             return None
         try:
             if data.type == "synthetic":
+                prefix = data.prefix
                 return Synthetic(data.input_tokens.mean, data.input_tokens.stddev, data.output_tokens.mean,
-                                 data.output_tokens.stddev, data.seed)
+                                 data.output_tokens.stddev, data.seed, prefix.tokens if prefix else 0,
+                                 prefix.pool if prefix else 1)
             path = Path(data.file)
             if not path.is_absolute() and not path.exists():
                 path = self.source.parent / data.file  # relative to the scenario file
@@ -209,7 +225,7 @@ class Scenario:
             if data.type == "csv":
                 return load_csv(path, data.column, data.encoding, data.seed, data.shuffle)
             return load_jsonl(path, data.encoding, data.seed, data.shuffle)
-        except DataError as exc:
+        except (DataError, tokenizer.TokenizerError) as exc:
             raise ScenarioError(f"{where}: data: {exc}") from None
 
     @property

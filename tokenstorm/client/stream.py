@@ -48,6 +48,7 @@ class StreamAccount:
     usage_prompt: int | None = None
     usage_completion: int | None = None
     usage_reasoning: int | None = None
+    usage_cached: int | None = None
     saw_done: bool = False
     tool_calls: dict[int, dict] = field(default_factory=dict)
     error_type: str = ""
@@ -81,7 +82,7 @@ class StreamAccount:
     def finish(self, reason: str) -> None:
         self.finish_reason = reason
 
-    def usage(self, prompt_tokens, completion_tokens, reasoning_tokens=None) -> None:
+    def usage(self, prompt_tokens, completion_tokens, reasoning_tokens=None, cached_tokens=None) -> None:
         """Token counts the server reported; anything but a count (true, -1, "12", 1.5) is ignored."""
         if _is_count(prompt_tokens):
             self.usage_prompt = prompt_tokens
@@ -89,6 +90,8 @@ class StreamAccount:
             self.usage_completion = completion_tokens
         if _is_count(reasoning_tokens):
             self.usage_reasoning = reasoning_tokens
+        if _is_count(cached_tokens):
+            self.usage_cached = cached_tokens
 
     def fail(self, error_type: str, message: str) -> None:
         if not self.error_type:  # the first failure is the one that counts
@@ -236,11 +239,13 @@ def _finish_record(record: Record, account: StreamAccount, t_end: float | None,
     record.finish_reason = account.finish_reason
     record.output_tokens_usage = account.usage_completion
     record.reasoning_tokens = account.usage_reasoning
+    record.cached_tokens = account.usage_cached
     record.input_tokens = account.usage_prompt if account.usage_prompt is not None else prompt_tokens
     if account.texts:
         text = "".join(account.texts)
         counter = tokenizer.count_tokens_offloaded if len(text) >= tokenizer.OFFLOAD_CHARS else tokenizer.count_tokens
         record.output_tokens_tokenizer = counter(text)
+        record.tokenizer = tokenizer.active().name
     elif account.chunks == 0 and account.t_headers is not None:
         record.output_tokens_tokenizer = 0
     if account.usage_completion is not None:

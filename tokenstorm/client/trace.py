@@ -67,24 +67,20 @@ def load_trace(path: Path) -> list[TraceEntry]:
 
 
 def expected_cached_blocks(entries: list[TraceEntry]) -> list[int]:
-    """For each entry, how many of its leading blocks an earlier entry already sent: the blocks a
-    prefix cache of unbounded size (and block size 512) would hit. A partial last block counts
-    only when an earlier request held it with at least as many tokens."""
-    seen: dict[tuple[int, ...], int] = {}  # block prefix -> most tokens of its last block sent
+    """For each entry, how many of its leading 512-token blocks earlier entries already sent whole:
+    the hits of a prefix cache of block size 512 and unbounded size, counted as vLLM and the mock
+    count them (only full blocks are cached, and the block holding the prompt's last token is
+    never a hit: at least one token is always computed). Cached tokens = 512 x this."""
+    seen: set[tuple[int, ...]] = set()  # block prefixes sent as full blocks
     result = []
     for entry in entries:
-        hits, prefix = 0, ()
-        lengths = _block_lengths(entry)
-        for hash_id, length in zip(entry.hash_ids, lengths, strict=True):
-            prefix = (*prefix, hash_id)
-            if seen.get(prefix, 0) < length:
-                break
+        full = entry.input_length // BLOCK_TOKENS  # whole blocks of this prompt
+        usable = (entry.input_length - 1) // BLOCK_TOKENS  # those before the one with the last token
+        hits = 0
+        while hits < usable and tuple(entry.hash_ids[:hits + 1]) in seen:
             hits += 1
-        prefix = ()
-        for hash_id, length in zip(entry.hash_ids, lengths, strict=True):
-            prefix = (*prefix, hash_id)
-            seen[prefix] = max(seen.get(prefix, 0), length)
         result.append(hits)
+        seen.update(tuple(entry.hash_ids[:i + 1]) for i in range(full))
     return result
 
 

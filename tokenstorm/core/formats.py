@@ -17,7 +17,7 @@ class Account(Protocol):
     def tool_call(self, index: int, call_id: str | None, name: str | None, arguments: str | None) -> None: ...
     def finish(self, reason: str) -> None: ...
     def usage(self, prompt_tokens: int | None, completion_tokens: int | None,
-              reasoning_tokens: int | None = None) -> None: ...
+              reasoning_tokens: int | None = None, cached_tokens: int | None = None) -> None: ...
     def fail(self, error_type: str, message: str) -> None: ...
     def done(self) -> None: ...
 
@@ -53,8 +53,19 @@ def _usage(obj: dict, account: Account) -> None:
     usage = obj.get("usage")
     if isinstance(usage, dict):
         details = usage.get("completion_tokens_details") or {}
+        prompt_details = usage.get("prompt_tokens_details")
         account.usage(usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                      details.get("reasoning_tokens") if isinstance(details, dict) else None)
+                      details.get("reasoning_tokens") if isinstance(details, dict) else None,
+                      prompt_details.get("cached_tokens") if isinstance(prompt_details, dict) else None)
+
+
+def _anthropic_input(usage: dict, account: Account) -> None:
+    """Anthropic's input_tokens exclude the prompt tokens read from or written to its cache: the prompt
+    is their sum (what OpenAI's prompt_tokens is), cache_read_input_tokens its cached part."""
+    counts = [usage.get(k) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")]
+    ints = [c for c in counts if type(c) is int and c >= 0]
+    prompt = sum(ints) if type(counts[0]) is int and counts[0] >= 0 else None
+    account.usage(prompt, None, None, counts[1])
 
 
 def _error_event_text(data: bytes) -> str:
@@ -175,8 +186,9 @@ class AnthropicMessages(_SSEFormat):
             if block.get("type") == "tool_use" and block.get("name"):
                 account.output(t, block["name"], False)
         elif kind == "message_start":
-            usage = (obj.get("message") or {}).get("usage") or {}
-            account.usage(usage.get("input_tokens"), None)
+            usage = (obj.get("message") or {}).get("usage")
+            if isinstance(usage, dict):
+                _anthropic_input(usage, account)
         elif kind == "message_delta":
             reason = (obj.get("delta") or {}).get("stop_reason")
             if reason:
@@ -251,8 +263,10 @@ class OpenAIResponses(_SSEFormat):
         usage = response.get("usage")
         if isinstance(usage, dict):
             details = usage.get("output_tokens_details")
+            input_details = usage.get("input_tokens_details")
             account.usage(usage.get("input_tokens"), usage.get("output_tokens"),
-                          details.get("reasoning_tokens") if isinstance(details, dict) else None)
+                          details.get("reasoning_tokens") if isinstance(details, dict) else None,
+                          input_details.get("cached_tokens") if isinstance(input_details, dict) else None)
         status = response.get("status")
         if kind == "response.failed" or status == "failed":
             error = response.get("error")

@@ -51,6 +51,8 @@ class Record:
     tokens_per_s: float | None = None
     t_intended: float | None = None  # open loop: unix s the request was meant to be sent
     schedule_lag_ms: float | None = None  # open loop: sent this late against its intended time
+    cached_tokens: int | None = None  # prompt tokens the server served from its prefix cache (usage)
+    tokenizer: str = ""  # who counted output_tokens_tokenizer: cl100k_base, or the --tokenizer file's name
 
     @property
     def ok(self) -> bool:

@@ -1,4 +1,8 @@
-"""The one tokenizer of the suite: tiktoken, cl100k_base by default, working offline.
+"""The one tokenizer of the suite: tiktoken cl100k_base by default, working offline, or a local
+Hugging Face tokenizer.json (`--tokenizer PATH`, see use()).
+
+Every caller goes through the process's active tokenizer (active()): a small interface
+(name, encode, decode, pieces) with two implementations, Tiktoken and HFTokenizer.
 
 tiktoken downloads its BPE files on first use. tokenstorm ships cl100k_base in data/ (in the
 package too, see core/assets.py) and
@@ -15,10 +19,13 @@ import binascii
 import functools
 import hashlib
 import importlib
+import json
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
+from typing import Protocol
 
 import tiktoken
 import tiktoken.load
@@ -114,32 +121,170 @@ def _load_encoding(name: str) -> tiktoken.Encoding:
         ) from None
 
 
-def count_tokens(text: str, encoding: str = DEFAULT_ENCODING) -> int:
-    """Number of tokens in `text`; special-token strings count as plain text."""
-    return len(get_encoding(encoding).encode_ordinary(text))
+class Tokenizer(Protocol):
+    """What the suite needs of a tokenizer. Special-token strings are plain text; no BOS/EOS added."""
+
+    name: str  # what records and reports say counted: "cl100k_base" or the tokenizer.json's file name
+    default: bool  # the shipped cl100k_base, not necessarily the model's tokenizer
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def pieces(self, text: str) -> list[bytes]:
+        """`text` cut token by token: one bytes item per token of encode(text), joined they are text.encode()
+        (a piece may hold part of a UTF-8 character)."""
+        ...
+
+
+class Tiktoken:
+    """A tiktoken encoding (cl100k_base by default), loaded offline (see get_encoding)."""
+
+    default = True
+
+    def __init__(self, name: str = DEFAULT_ENCODING):
+        self.name = name
+        self.encoding = get_encoding(name)
+        self.default = name == DEFAULT_ENCODING
+
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.encoding.decode(ids)
+
+    def pieces(self, text: str) -> list[bytes]:
+        return [self.encoding.decode_single_token_bytes(t) for t in self.encode(text)]
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer.json read with `tokenizers` (imported only when one is used)."""
+
+    default = False
+
+    def __init__(self, path: Path):
+        from tokenizers import Tokenizer as _HF
+
+        self.path = path
+        self.name = path.name if path.name != "tokenizer.json" else f"{path.parent.name}/{path.name}"
+        self.hf = _HF.from_file(str(path))
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.hf.decode(ids, skip_special_tokens=False)
+
+    def pieces(self, text: str) -> list[bytes]:
+        offsets = self.hf.encode(text, add_special_tokens=False).offsets
+        out, previous = [], 0
+        for i, (_start, end) in enumerate(offsets):
+            end = len(text) if i == len(offsets) - 1 else max(end, previous)
+            out.append(text[previous:end].encode())
+            previous = end
+        return out
+
+
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def load(path: str) -> HFTokenizer:
+    """The tokenizer.json at `path`, or a one-line TokenizerError naming it: only local files are read."""
+    only_local = "only local Hugging Face tokenizer.json files are read (no hub downloads)"
+    file = Path(path).expanduser()
+    if file.is_dir():
+        inside = " (it holds a tokenizer.json: give that file)" if (file / "tokenizer.json").is_file() else ""
+        raise TokenizerError(f"--tokenizer {path}: is a directory{inside}; {only_local}")
+    if not file.exists():
+        hint = " (that looks like a hub model name)" if _HUB_NAME.match(path) and not path.endswith(".json") else ""
+        raise TokenizerError(f"--tokenizer {path}: no such file{hint}; {only_local}")
+    try:
+        data = json.loads(file.read_bytes())
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or "not JSON"
+        raise TokenizerError(f"--tokenizer {path}: not a tokenizer.json ({reason}); {only_local}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise TokenizerError(f"--tokenizer {path}: not a tokenizer.json (no \"model\" object); {only_local}")
+    try:
+        return HFTokenizer(file)
+    except ImportError:
+        raise TokenizerError(f"--tokenizer {path}: the `tokenizers` package is not installed "
+                             "(pip install tokenizers)") from None
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TokenizerError(f"--tokenizer {path}: not a tokenizer.json `tokenizers` can read ({reason})") from None
+
+
+_active: Tokenizer | None = None
+
+
+def active() -> Tokenizer:
+    """The process's tokenizer: the one given to use(), else cl100k_base."""
+    global _active
+    if _active is None:
+        _active = Tiktoken()
+    return _active
+
+
+def use(path: str | None) -> Tokenizer:
+    """Make the tokenizer.json at `path` (None or "": cl100k_base) this process's tokenizer."""
+    global _active
+    _active = load(path) if path else Tiktoken()
+    return _active
+
+
+def _resolve(encoding: str | None) -> Tokenizer:
+    return active() if encoding is None else _tiktoken(encoding)
+
+
+@functools.cache
+def _tiktoken(name: str) -> Tiktoken:
+    return Tiktoken(name)
+
+
+def count_tokens(text: str, encoding: str | None = None) -> int:
+    """Number of tokens in `text` (the active tokenizer, or the tiktoken `encoding` named);
+    special-token strings count as plain text."""
+    return len(_resolve(encoding).encode(text))
+
+
+def count_tokens_cached(text: str, encoding: str | None = None) -> int:
+    """count_tokens for texts that repeat (prompts replayed from a dataset)."""
+    return _count_cached(text, _resolve(encoding))
 
 
 @functools.lru_cache(maxsize=8192)
-def count_tokens_cached(text: str, encoding: str = DEFAULT_ENCODING) -> int:
-    """count_tokens for texts that repeat (prompts replayed from a dataset)."""
+def _count_cached(text: str, tok: Tokenizer) -> int:
     if len(text) >= OFFLOAD_CHARS:
-        return count_tokens_offloaded(text, encoding)
-    return count_tokens(text, encoding)
+        import gevent
+
+        return gevent.get_hub().threadpool.apply(lambda: len(tok.encode(text)))
+    return len(tok.encode(text))
 
 
-def count_tokens_offloaded(text: str, encoding: str = DEFAULT_ENCODING) -> int:
-    """count_tokens run in gevent's thread pool (tiktoken releases the GIL there)."""
+def count_tokens_offloaded(text: str, encoding: str | None = None) -> int:
+    """count_tokens run in gevent's thread pool (tiktoken and tokenizers release the GIL there)."""
     import gevent
 
-    return gevent.get_hub().threadpool.apply(count_tokens, (text, encoding))
+    tok = _resolve(encoding)
+    return gevent.get_hub().threadpool.apply(lambda: len(tok.encode(text)))
 
 
-def encode(text: str, encoding: str = DEFAULT_ENCODING) -> list[int]:
-    return get_encoding(encoding).encode_ordinary(text)
+def encode(text: str, encoding: str | None = None) -> list[int]:
+    return _resolve(encoding).encode(text)
+
+
+def decode(ids: list[int], encoding: str | None = None) -> str:
+    return _resolve(encoding).decode(ids)
+
+
+def pieces(text: str, encoding: str | None = None) -> list[bytes]:
+    """`text` cut token by token (see Tokenizer.pieces)."""
+    return _resolve(encoding).pieces(text)
 
 
 def token_bytes(token_ids: list[int], encoding: str = DEFAULT_ENCODING) -> list[bytes]:
-    """The raw bytes of each token (a token may hold part of a UTF-8 character)."""
+    """The raw bytes of each token of a tiktoken encoding (a token may hold part of a UTF-8 character)."""
     enc = get_encoding(encoding)
     return [enc.decode_single_token_bytes(t) for t in token_ids]
 
@@ -174,7 +319,7 @@ def responses_messages(input_, instructions=None) -> list[dict]:
     return messages
 
 
-def count_chat_prompt(messages: list[dict], encoding: str = DEFAULT_ENCODING) -> int:
+def count_chat_prompt(messages: list[dict], encoding: str | None = None) -> int:
     """Prompt tokens of a chat request the way OpenAI counts them (its cookbook's rule for the
     cl100k-era models): 3 per message, plus its role, content and name (name +1), plus 3 that
     prime the reply. Tool definitions are not counted."""

@@ -22,6 +22,7 @@ from ..client.httpclient import Target
 from ..client.scenario import Scenario, ScenarioError, load_scenario
 from ..client.stream import Timeouts
 from ..client.writer import check_writable
+from ..core import tokenizer as tokenizer_module
 from ..core.assets import find
 from .server_metrics import SCRAPE_INTERVAL_S, metrics_target, public_url
 
@@ -118,6 +119,9 @@ class RunOptions(BaseModel):
     temperature: Temperature = _opt(None, "Sampling temperature")
     prompt: str = _opt("", "The user message of every request (default: a short fixed request for a paragraph)")
     prompt_file: str = _opt("", "Read the user message from FILE", "FILE")
+    tokenizer: str = _opt("", "A local Hugging Face tokenizer.json (the model's) for synthetic prompt lengths and "
+                              "the output token count when the server sends no usage (default: tiktoken "
+                              "cl100k_base, which may not be the model's); never downloaded", "PATH")
     no_include_usage: bool = _opt(False, "Do not ask for stream_options.include_usage (for servers that reject it)")
     api_key_env: str = _opt("OPENAI_API_KEY", "Environment variable holding the API key (sent as a Bearer token)",
                             "VAR")
@@ -305,11 +309,17 @@ class Settings(BaseModel):
     burstiness: float = 1.0
     arrival_seed: int = 0
     server_metrics: str = Field("", repr=False)  # the /metrics URL ("" = off)
+    tokenizer: str = ""  # the --tokenizer path ("" = cl100k_base)
+    tokenizer_name: str = tokenizer_module.DEFAULT_ENCODING
 
     @classmethod
     def build(cls, options: argparse.Namespace, host: str | None, results_dir: Path,
               check_dir: bool = True) -> Settings:
         opts = RunOptions.read(options)
+        try:  # before the scenario: its synthetic prompts are cut with this tokenizer
+            active = tokenizer_module.use(opts.tokenizer or None)
+        except tokenizer_module.TokenizerError as exc:
+            raise OptionError(str(exc)) from None
         scenario = _scenario(opts.scenario)
         target = _target(host, scenario)
         if check_dir:
@@ -346,7 +356,7 @@ class Settings(BaseModel):
             slos={k: v for k, v in slos.items() if v}, scenario=scenario, arrival_stages=_stages(opts, scenario),
             arrival=opts.arrival, burstiness=opts.burstiness, arrival_seed=opts.arrival_seed,
             tls_ca=opts.tls_ca, tls_insecure=opts.tls_insecure, max_tokens_field=opts.max_tokens_field,
-            server_metrics=opts.server_metrics)
+            server_metrics=opts.server_metrics, tokenizer=opts.tokenizer, tokenizer_name=active.name)
 
     def ssl_context(self):
         """The TLS settings of https connections (gevent's context: its sockets cooperate)."""
@@ -368,7 +378,8 @@ class Settings(BaseModel):
             "extra_headers": [name for name, _ in self.extra_headers],  # values may be secrets
             "total_requests": self.total_requests, "results_dir": str(self.results_dir),
             "timeouts": self.timeouts.__dict__, "slos": self.slos, "tls_ca": self.tls_ca,
-            "tls_insecure": self.tls_insecure,
+            "tls_insecure": self.tls_insecure, "tokenizer": self.tokenizer_name,
+            "tokenizer_default": not self.tokenizer,
             "server_metrics": public_url(self.server_metrics) if self.server_metrics else None,
             "arrivals": {"stages": self.arrival_stages, "process": self.arrival, "burstiness": self.burstiness,
                          "seed": self.arrival_seed} if self.arrival_stages else None,

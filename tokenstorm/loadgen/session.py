@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import socket
 import sys
 import time
 import weakref
@@ -471,6 +472,12 @@ def resolve(settings: Settings) -> Settings:
 # Locust builds the User and LoadTestShape objects, so they find their session through their
 # environment (one per process; tests may build several). Weak keys: a finished environment goes.
 _sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_unprepared: weakref.WeakSet = weakref.WeakSet()  # environments whose session could not be built
+
+
+def prepare_failed(environment) -> bool:
+    """True when this process could not build its session (its error is printed; it is quitting)."""
+    return environment in _unprepared
 # secret options as given at start: the web UI's form only ever shows them masked
 _given_secrets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -498,7 +505,13 @@ def prepare(environment) -> Session:
     if role != "worker" and not options.results_dir:
         options.results_dir = time.strftime("results/%Y%m%d-%H%M%S")
     host = environment.host or getattr(options, "host", None)
-    settings = Settings.build(options, host, Path(options.results_dir or "."), check_dir=role != "worker")
+    try:
+        settings = Settings.build(options, host, Path(options.results_dir or "."), check_dir=role != "worker")
+    except OptionError as exc:
+        if role == "worker" and str(exc).startswith("--tokenizer"):
+            raise OptionError(f"{exc} [on this worker, {socket.gethostname()}: every worker needs the master's "
+                              "--tokenizer file at the same path]") from None
+        raise
     if role != "worker":
         if settings.scenario is None:  # a scenario's body names its model
             settings = resolve(settings)
@@ -581,6 +594,7 @@ def install(events=locust_events, require_agent: bool = False, require_stages: b
                 session = prepare(environment)
             except OptionError as exc:
                 print(f"{LOG_PREFIX} {exc}", file=sys.stderr, flush=True)
+                _unprepared.add(environment)
                 if environment.runner is not None:
                     gevent.spawn_later(0, environment.runner.quit)
                 return

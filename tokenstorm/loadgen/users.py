@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from gevent import GreenletExit
+from gevent.event import Event
 from locust import User, constant, task
 from locust.exception import StopUser
 
 from ..client.httpclient import Connection
 from ..client.stream import StreamAccount, stream_request
 from ..core.records import Record
-from .session import session_of
+from .session import prepare_failed, session_of
 
 
 class StreamingUser(User):
@@ -20,11 +21,15 @@ class StreamingUser(User):
 
     def on_start(self) -> None:
         session = session_of(self.environment)
+        self.connections: dict = {}  # one keep-alive connection per upstream
+        if session is None and prepare_failed(self.environment):
+            # the reason is printed already and the process is quitting, which ends this greenlet quietly
+            # (Locust logs a traceback for anything raised in on_start, even StopUser)
+            Event().wait()
         if session is None:
             raise RuntimeError("tokenstorm is not set up: load it with tokenstorm.loadgen.session.install()")
         self.session = session
         self.user_id = self.session.next_user_id()
-        self.connections: dict = {}  # one keep-alive connection per upstream
 
     def on_stop(self) -> None:
         for conn in self.connections.values():
