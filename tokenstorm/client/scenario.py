@@ -22,6 +22,7 @@ from ..core import tokenizer
 from ..core.assets import assets_dir
 from .datasets import DataError, Rows, Synthetic, load_csv, load_jsonl
 from .httpclient import Target
+from .trace import Trace, load_trace
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -57,7 +58,7 @@ class Prefix(_Strict):
 
 
 class Data(_Strict):
-    type: Literal["csv", "jsonl", "synthetic"]
+    type: Literal["csv", "jsonl", "synthetic", "mooncake"]
     file: str | None = None
     column: str | None = None
     encoding: str = "utf-8"
@@ -66,13 +67,16 @@ class Data(_Strict):
     input_tokens: TokenTarget | None = None
     output_tokens: TokenTarget | None = None
     prefix: Prefix | None = None
+    speedup: float = Field(1.0, gt=0, description="mooncake: replay the trace this many times faster")
 
     @model_validator(mode="after")
     def _complete(self) -> Data:
-        if self.type in ("csv", "jsonl") and not self.file:
+        if self.type in ("csv", "jsonl", "mooncake") and not self.file:
             raise ValueError(f"a {self.type} data source needs `file`")
         if self.type == "synthetic" and (self.input_tokens is None or self.output_tokens is None):
             raise ValueError("a synthetic data source needs `input_tokens` and `output_tokens` ({mean, stddev})")
+        if self.speedup != 1.0 and self.type != "mooncake":
+            raise ValueError("`speedup` is for a mooncake trace only")
         if self.prefix is not None:
             if self.type != "synthetic":
                 raise ValueError("`prefix` is for synthetic data only")
@@ -171,6 +175,8 @@ class ScenarioFile(_Strict):
             raise ValueError(f"`conversation` needs a messages format (openai-chat or anthropic), not {self.format}")
         if not self.path:
             self.path = DEFAULT_PATHS[self.format]
+        if self.data is not None and self.data.type == "mooncake" and any(st.rate is not None for st in self.stages):
+            raise ValueError("stages: a mooncake trace is the arrival schedule; stages may set users, not rate")
         return self
 
 
@@ -238,7 +244,12 @@ class Scenario:
         self._current = [0.0] * len(self.upstreams)
         self._user_text: Synthetic | None = None
 
-    def _open_data(self, where: str) -> Rows | Synthetic | None:
+    @property
+    def trace(self) -> Trace | None:
+        """The trace replayed as the open-loop schedule (data type mooncake), else None."""
+        return self.data if isinstance(self.data, Trace) else None
+
+    def _open_data(self, where: str) -> Rows | Synthetic | Trace | None:
         data = self.spec.data
         if data is None:
             return None
@@ -253,6 +264,8 @@ class Scenario:
                 path = self.source.parent / data.file  # relative to the scenario file
                 if not path.exists():
                     path = assets_dir() / data.file  # or to the shipped files (data/...)
+            if data.type == "mooncake":
+                return Trace(path, load_trace(path), data.speedup, data.seed or 0)
             if data.type == "csv":
                 return load_csv(path, data.column, data.encoding, data.seed, data.shuffle)
             return load_jsonl(path, data.encoding, data.seed, data.shuffle)
@@ -263,9 +276,13 @@ class Scenario:
     def name(self) -> str:
         return self.spec.name
 
-    def next_body(self) -> tuple[dict, int | None]:
-        """The next request body and its prompt tokens (for the record when the server sends no usage)."""
-        row = self.data.next() if self.data is not None else {}
+    def next_body(self, arrival: int | None = None) -> tuple[dict, int | None]:
+        """The next request body and its prompt tokens (for the record when the server sends no usage);
+        with a trace, the body of the trace's entry number `arrival` (the global arrival number)."""
+        if isinstance(self.data, Trace):
+            row = self.data.row(arrival or 0)
+        else:
+            row = self.data.next() if self.data is not None else {}
         body = fill(self.spec.body, row) if row else self.spec.body
         return body, prompt_tokens(body)
 

@@ -383,6 +383,9 @@ class Settings(BaseModel):
             "server_metrics": public_url(self.server_metrics) if self.server_metrics else None,
             "arrivals": {"stages": self.arrival_stages, "process": self.arrival, "burstiness": self.burstiness,
                          "seed": self.arrival_seed} if self.arrival_stages else None,
+            "trace": None if self.scenario is None or self.scenario.trace is None else {
+                "file": str(self.scenario.trace.path), "requests": len(self.scenario.trace.entries),
+                "speedup": self.scenario.trace.speedup},
             "scenario": None if self.scenario is None else {
                 "file": str(self.scenario.source), "name": self.scenario.name, "format": self.scenario.spec.format,
                 "upstreams": [name for name, _, _ in self.scenario.upstreams],
@@ -436,7 +439,13 @@ def _request_path(opts: RunOptions, target: Target) -> str:
 
 
 def _stages(opts: RunOptions, scenario: Scenario | None) -> list[tuple[float, float]]:
-    """The open-loop schedule: the scenario's rate stages, else --arrival-rate; [] = closed loop."""
+    """The open-loop schedule: a trace's span (its own times), the scenario's rate stages, else
+    --arrival-rate; [] = closed loop."""
+    trace = scenario.trace if scenario is not None else None
+    if trace is not None:
+        if opts.arrival_rate > 0:
+            raise OptionError(f"--arrival-rate: scenario {scenario.source} replays a trace, which is the schedule")
+        return [(trace.duration_s + 1e-3, len(trace.entries) / max(trace.duration_s, 1e-3))]
     if scenario is not None and scenario.spec.stages and any(st.rate is not None for st in scenario.spec.stages):
         return [(st.duration_s, st.rate or 0.0) for st in scenario.spec.stages]
     if opts.arrival_rate > 0:

@@ -62,21 +62,24 @@ class OpenLoop:
     """This process's share of the global arrival schedule (see tokenstorm.client.arrivals)."""
 
     def __init__(self, settings: Settings, start_unix: float, index: int, count: int):
-        offsets = schedule(settings.arrival, settings.arrival_stages, settings.burstiness, settings.arrival_seed)
+        trace = settings.scenario.trace if settings.scenario is not None else None
+        offsets = trace.offsets() if trace is not None else schedule(settings.arrival, settings.arrival_stages,
+                                                                       settings.burstiness, settings.arrival_seed)
         self._arrivals = share(offsets, index, count)
         self.start = start_unix
         self.exhausted = False
         self.pending = 0  # arrivals claimed and not yet finished
 
-    def claim(self) -> float | None:
-        """The intended send time (unix s) of this process's next arrival; None when the schedule ended."""
+    def claim(self) -> tuple[int, float] | None:
+        """(global arrival number, intended send time in unix s) of this process's next arrival; None
+        when the schedule ended."""
         try:
-            _, offset = next(self._arrivals)
+            k, offset = next(self._arrivals)
         except StopIteration:
             self.exhausted = True
             return None
         self.pending += 1
-        return self.start + offset
+        return k, self.start + offset
 
     @staticmethod
     def wait_until(unix_time: float) -> None:
@@ -172,14 +175,14 @@ class Session:
         context = self._ssl_context if target.scheme == "https" else None
         return Connection(target, self.settings.timeouts.connect_s, context)
 
-    def next_request(self) -> Request:
-        """What the next request sends, and where."""
+    def next_request(self, arrival: int | None = None) -> Request:
+        """What the next request sends, and where (`arrival`: its number in a trace's schedule)."""
         settings, scenario = self.settings, self.scenario
         if scenario is None:
             target = settings.target
             return Request(target.origin, target, settings.path, self.body, self.prompt_tokens, settings.model,
                            settings.path)
-        body, prompt_tokens = scenario.next_body()
+        body, prompt_tokens = scenario.next_body(arrival)
         name, target = scenario.pick_upstream() if scenario.upstreams else (settings.target.origin, settings.target)
         label = f"{settings.path} [{name}]" if self.several_upstreams else settings.path
         return Request(name, target, target.base_path + settings.path, json.dumps(body).encode(), prompt_tokens,

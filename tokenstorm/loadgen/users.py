@@ -77,14 +77,15 @@ class StreamingUser(User):
             return
         if not session.quota.claim():
             raise StopUser()
-        intended = None
+        intended = arrival = None
         if session.open_loop is not None:  # open loop: wait for this process's next arrival
-            intended = session.open_loop.claim()
-            if intended is None:
+            claimed = session.open_loop.claim()
+            if claimed is None:
                 session.check_schedule_done()
                 raise StopUser()
+            arrival, intended = claimed
             session.open_loop.wait_until(intended)
-        self.send(session.next_request(), intended=intended)
+        self.send(session.next_request(arrival), intended=intended)
 
 
 class ChatStreamUser(StreamingUser):
