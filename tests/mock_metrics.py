@@ -35,6 +35,12 @@ def mock_lag_bound_ms(before: dict[float, float], after: dict[float, float], sha
     return min(le for le, count in new.items() if count >= share * total) * 1000
 
 
+def first_tokens_sent(mock) -> float:
+    """Streams whose first token the mock has sent."""
+    found = re.search(r"^mock_first_token_lag_seconds_count (\S+)$", mock_metrics(mock), re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def running_streams(mock) -> float:
     found = re.search(r"^mock_running_streams (\S+)$", mock_metrics(mock), re.M)
     return float(found.group(1)) if found else 0.0

@@ -15,7 +15,7 @@ from locust_procs import concurrent_runs
 
 from analysis.compare import compare, proportion_change_interval
 from analysis.curve import knee, verdict
-from analysis.metrics import PERCENTILES, percentile_key
+from analysis.metrics import PERCENTILES, counted, percentile_key
 from analysis.stats import load_records
 from tokenstorm.loadgen.options import DEFAULT_PROMPT
 from tokenstorm.mockproc import ROOT
@@ -182,6 +182,6 @@ def test_failure_ratio_change_is_judged_by_its_interval(runs):
     planted.loc[ok[:60], ["status", "error_type"]] = ["error", "http_status"]  # +15 points
     rows = {name: next(r for r in compare(base, frame, resamples=200)["rows"] if r["metric"] == "failure_ratio")
             for name, frame in (("noisy", noisy), ("planted", planted))}
-    assert rows["noisy"]["change_pct"] >= 1 and not rows["noisy"]["regression"]
+    assert rows["noisy"]["change_pct"] == pytest.approx(400 / len(counted(base))) and not rows["noisy"]["regression"]
     assert rows["noisy"]["ci_low_pct"] < 0 < rows["noisy"]["ci_high_pct"]
     assert rows["planted"]["regression"] and rows["planted"]["ci_low_pct"] > 5

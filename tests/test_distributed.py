@@ -115,11 +115,12 @@ def test_a_worker_sent_sigterm_flushes_its_records_first(start_mock, tmp_path):
 
 
 def test_workers_of_a_dead_master_stop_their_load_and_exit(start_mock, tmp_path):
-    # ~2 s streams: when the workers give up on their master, some are surely mid-flight (with
-    # short ones in lockstep, a busy machine's late stop could find them all just finished)
-    mock = start_mock("--ttft-ms", "20", "--itl-ms", "20", "--output-tokens", "100")
+    # ~8 s streams, longer than the workers may take to give up on their master (asserted < 10 s):
+    # the first round is surely mid-flight then (2-s ones all finished before a busy machine's late stop)
+    mock = start_mock("--ttft-ms", "20", "--itl-ms", "20", "--output-tokens", "400")
     port = free_port()
-    master = start_master(mock.url, port, 2, "-u", "6", "-r", "6", "-t", "60s", "--results-dir", str(tmp_path))
+    master = start_master(mock.url, port, 2, "-u", "6", "-r", "6", "-t", "60s", "--max-tokens", "400",
+                          "--results-dir", str(tmp_path))
     workers = [start_worker(port, "--master-lost-after", "3") for _ in range(2)]
     try:
         wait_until(lambda: running_streams(mock) == 6, "every stream of both workers mid-flight")

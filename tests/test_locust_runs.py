@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from locust_procs import clean_env, locust_cmd, run_locust
-from mock_metrics import chat_requests_seen, mock_lag_bound_ms, mock_lag_buckets
+from mock_metrics import chat_requests_seen, first_tokens_sent, mock_lag_bound_ms, mock_lag_buckets
 
 from analysis.stats import load_records
 from tokenstorm.mockproc import ROOT
@@ -111,10 +111,16 @@ def test_sigterm_flushes_records_and_keeps_cut_streams(start_mock, tmp_path):
     proc = subprocess.Popen(locust_cmd(mock.url, "-u", "4", "-r", "4", "--max-tokens", "40", "--results-dir",
                                        str(tmp_path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=ROOT)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     path = tmp_path / "requests-local.csv"
-    while time.monotonic() < deadline and (not path.exists() or path.read_text().count("\n") < 6):
-        time.sleep(0.2)
+
+    def finished() -> int:
+        return path.read_text().count("\n") - 1 if path.exists() else 0
+
+    # SIGTERM once 5 requests ended and all 4 in flight have had their first token (the users run in
+    # step: right after a record, the next requests may not have one yet), read in the order that errs late
+    while time.monotonic() < deadline and not (finished() >= 5 and first_tokens_sent(mock) - finished() >= 4):
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     df = records(tmp_path)
