@@ -74,21 +74,30 @@ def _error_event_text(data: bytes) -> str:
     return f"the server sent an error event: {text}" if text else "the server sent an empty error event"
 
 
-def _decode(event: str, data: bytes, account: Account) -> dict | None:
-    """The event's JSON object, or None after reporting [DONE], an error or a malformed chunk."""
-    if data == b"[DONE]":
-        account.done()
-        return None
+def _json_object(event: str, data: bytes, account: Account, what: str) -> dict | None:
+    """The event's data as a JSON object, or None after failing the stream: `sse_error` for an
+    `event: error` that is not JSON, else `malformed` (`what` names the unit: chunk, event)."""
     try:
         obj = json.loads(data)
     except ValueError:
         if event == "error":
             account.fail("sse_error", _error_event_text(data))
         else:
-            account.fail("malformed", f"chunk is not valid JSON: {data[:80]!r}")
+            account.fail("malformed", f"{what} is not valid JSON: {data[:80]!r}")
         return None
     if not isinstance(obj, dict):
-        account.fail("malformed", f"chunk is not a JSON object: {data[:80]!r}")
+        account.fail("malformed", f"{what} is not a JSON object: {data[:80]!r}")
+        return None
+    return obj
+
+
+def _decode(event: str, data: bytes, account: Account) -> dict | None:
+    """The event's JSON object, or None after reporting [DONE], an error or a malformed chunk."""
+    if data == b"[DONE]":
+        account.done()
+        return None
+    obj = _json_object(event, data, account, "chunk")
+    if obj is None:
         return None
     if event == "error" or obj.get("error"):
         account.fail("sse_error", _error_message(obj.get("error", obj)))
@@ -160,16 +169,8 @@ class AnthropicMessages(_SSEFormat):
     name = "anthropic"
 
     def handle(self, event: str, data: bytes, t: float, account: Account) -> None:
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            if event == "error":
-                account.fail("sse_error", _error_event_text(data))
-            else:
-                account.fail("malformed", f"event is not valid JSON: {data[:80]!r}")
-            return
-        if not isinstance(obj, dict):
-            account.fail("malformed", f"event is not a JSON object: {data[:80]!r}")
+        obj = _json_object(event, data, account, "event")
+        if obj is None:
             return
         kind = obj.get("type")
         if kind == "content_block_delta":
@@ -219,16 +220,8 @@ class OpenAIResponses(_SSEFormat):
     def handle(self, event: str, data: bytes, t: float, account: Account) -> None:
         if data == b"[DONE]":  # not part of the Responses API; some servers add it. Not an end by itself.
             return
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            if event == "error":
-                account.fail("sse_error", _error_event_text(data))
-            else:
-                account.fail("malformed", f"event is not valid JSON: {data[:80]!r}")
-            return
-        if not isinstance(obj, dict):
-            account.fail("malformed", f"event is not a JSON object: {data[:80]!r}")
+        obj = _json_object(event, data, account, "event")
+        if obj is None:
             return
         kind = obj.get("type")
         if kind == "response.output_text.delta":
