@@ -3,7 +3,9 @@ sent its chunks, which is what timing tests allow for on a machine too busy to k
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from pathlib import Path
 
 import sse_probe
@@ -77,3 +79,9 @@ def run_queue_wait_s(mock) -> float:
     can wait there before the kernel stamps its arrival). 0 where the kernel does not say."""
     pid = mock.proc.pid
     return _schedstat_wait_s(pid, pid) + sum(_schedstat_wait_s(t, t) for t in SOFTIRQ_THREADS)
+
+
+def own_run_queue_wait_s() -> float:
+    """The same for the calling thread: a client kept off the CPU reads late, and a late read that
+    finds several chunks waiting carries the kernel's stamp of the last one."""
+    return _schedstat_wait_s(os.getpid(), threading.get_native_id())

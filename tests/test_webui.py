@@ -53,6 +53,18 @@ def wait_stopped(port: int, timeout: float = 60) -> dict:
     raise AssertionError("the run did not stop")
 
 
+def wait_for_or_say_what_shows(page, selector: str) -> None:
+    """page.wait_for_selector, failing with what the page showed instead (seen once on a starved
+    machine: the LLM tab not there 60 s after the run; the text says which state the page was in)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_selector(selector)
+    except PlaywrightTimeout:
+        shown = page.inner_text("body")[:1500] if page.query_selector("body") else "(no body)"
+        raise AssertionError(f"{selector!r} did not show at {page.url}; the page showed:\n{shown}") from None
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs it: apt chromium)")
 def test_llm_tab_in_a_real_browser(start_mock, tmp_path):
     from playwright.sync_api import sync_playwright
@@ -81,7 +93,7 @@ def test_llm_tab_in_a_real_browser(start_mock, tmp_path):
             asked = time.time()
             stats = get_json(port, "/stats/requests")
             answered = time.time()
-            page.wait_for_selector("text=TTFT P50 (ms)")
+            wait_for_or_say_what_shows(page, "text=TTFT P50 (ms)")
             # After the start the LLM tab is still the selected one (Locust's own would switch to Statistics)
             page.wait_for_selector('[role=tab][aria-selected=true]:has-text("LLM")')
             # The tab polls every few seconds: wait for the row that counts all 60 requests
