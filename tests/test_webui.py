@@ -94,7 +94,7 @@ def test_llm_tab_in_a_real_browser(start_mock, tmp_path):
             stats = get_json(port, "/stats/requests")
             answered = time.time()
             wait_for_or_say_what_shows(page, "text=TTFT P50 (ms)")
-            # After the start the LLM tab is still the selected one (Locust's own would switch to Statistics)
+            # After the start and the run, the LLM tab is still the selected one
             page.wait_for_selector('[role=tab][aria-selected=true]:has-text("LLM")')
             # The tab polls every few seconds: wait for the row that counts all 60 requests
             # (a bare "60" also matches a latency like 60.71 of an earlier poll).
